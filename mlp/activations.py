@@ -1,0 +1,174 @@
+"""Activations: one record per name, each formula written once.
+
+Every formula is element-wise and branch-free (masks multiply, no `if` on values,
+nothing in place), so NumPy runs it on arrays as it stands, Numba compiles the very
+same function for scalars, and CuPy takes it through NumPy's ufunc protocol.
+
+`function(Z) -> A` is the forward pass. `backward(A, dA) -> dZ` is the derivative
+times the incoming delta, written from the layer's *output* A, so the backward pass
+needs only what the forward pass kept (sigmoid: A(1-A), tanh: 1-A^2, relu: A>0).
+Softmax is the one activation that is not element-wise: it works along the last axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A named activation. `backward` is None when it has no useful derivative (step)."""
+
+    name: str
+    function: Callable
+    backward: Optional[Callable]
+    elementwise: bool = True
+    params: dict = field(default_factory=dict)
+
+    @property
+    def differentiable(self) -> bool:
+        return self.backward is not None
+
+    def config(self):
+        """What `get` needs to rebuild this activation (used when saving models)."""
+        return {"name": self.name, **self.params}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"Activation({self.name}{', ' + args if args else ''})"
+
+
+# --- the formulas ----------------------------------------------------------------
+
+def identity(z):
+    return z + 0  # a new array: formulas never alias their input
+
+
+def identity_backward(a, da):
+    return da + 0
+
+
+def sigmoid(z):
+    # exp of a non-positive number never overflows; the two masks pick the stable branch.
+    e = np.exp(-np.abs(z))
+    r = 1 / (1 + e)
+    return (z >= 0) * r + (z < 0) * (e * r)
+
+
+def sigmoid_backward(a, da):
+    return da * a * (1 - a)
+
+
+def tanh(z):
+    return np.tanh(z)
+
+
+def tanh_backward(a, da):
+    return da * (1 - a * a)
+
+
+def relu(z):
+    return np.maximum(z, 0)
+
+
+def relu_backward(a, da):
+    return da * (a > 0)
+
+
+def softplus(z):
+    # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def softplus_backward(a, da):
+    # softplus'(z) = sigmoid(z) = 1 - e^-A, because e^A = 1 + e^z.
+    return da * -np.expm1(-a)
+
+
+def step(z):
+    return np.heaviside(z, 1)  # 1 where z >= 0, as the perceptron's threshold
+
+
+def make_leaky_relu(slope):
+    def leaky_relu(z):
+        return np.maximum(z, slope * z)  # valid because 0 <= slope < 1
+
+    def leaky_relu_backward(a, da):
+        return da * (a > 0) + (slope * da) * (a <= 0)
+
+    return leaky_relu, leaky_relu_backward
+
+
+def make_elu(alpha):
+    def elu(z):
+        return np.maximum(z, 0) + alpha * np.expm1(np.minimum(z, 0))
+
+    def elu_backward(a, da):
+        # for z <= 0: A = alpha(e^z - 1), so f'(z) = alpha e^z = A + alpha.
+        return da * (a > 0) + (da * (a + alpha)) * (a <= 0)
+
+    return elu, elu_backward
+
+
+def softmax(z):
+    """Row-wise softmax along the last axis, shifted by the row maximum (no overflow)."""
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def softmax_backward(a, da):
+    # Jacobian-vector product: dZ_i = A_i (dA_i - sum_j dA_j A_j), row by row.
+    return a * (da - np.sum(da * a, axis=-1, keepdims=True))
+
+
+# --- the table -------------------------------------------------------------------
+
+def _leaky_relu(slope=0.01):
+    if not 0 <= slope < 1:
+        raise ValueError(f"leaky_relu slope must be in [0, 1); got {slope}")
+    return Activation("leaky_relu", *make_leaky_relu(float(slope)), params={"slope": float(slope)})
+
+
+def _elu(alpha=1.0):
+    if not alpha > 0:
+        raise ValueError(f"elu alpha must be positive; got {alpha}")
+    return Activation("elu", *make_elu(float(alpha)), params={"alpha": float(alpha)})
+
+
+ACTIVATIONS = {
+    "identity": lambda: Activation("identity", identity, identity_backward),
+    "sigmoid": lambda: Activation("sigmoid", sigmoid, sigmoid_backward),
+    "tanh": lambda: Activation("tanh", tanh, tanh_backward),
+    "relu": lambda: Activation("relu", relu, relu_backward),
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "softplus": lambda: Activation("softplus", softplus, softplus_backward),
+    "softmax": lambda: Activation("softmax", softmax, softmax_backward, elementwise=False),
+    "step": lambda: Activation("step", step, None),
+}
+
+ALIASES = {"linear": "identity", "logistic": "sigmoid", "none": "identity"}
+
+
+def get(spec, **params) -> Activation:
+    """An Activation from a name ("relu"), a config dict ({"name": "elu", "alpha": 0.5})
+    or an Activation (returned as is)."""
+    if isinstance(spec, Activation):
+        return spec
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        params = {**spec, **params}
+        spec = params.pop("name")
+    if not isinstance(spec, str):
+        raise TypeError(f"activation must be a name or an Activation; got {type(spec).__name__}")
+    name = ALIASES.get(spec.lower(), spec.lower())
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"Unknown activation {spec!r}. Valid activations: {', '.join(sorted(ACTIVATIONS))}."
+        )
+    try:
+        return ACTIVATIONS[name](**params)
+    except TypeError:
+        raise ValueError(f"activation {name!r} takes no parameters {sorted(params)}") from None

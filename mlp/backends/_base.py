@@ -1,0 +1,118 @@
+"""The seam between the model and the array libraries.
+
+The model calls only these methods. Every one has a default written against `self.xp`
+(the backend's NumPy-compatible namespace), so the NumPy backend is nearly empty and a
+faster backend overrides only what it accelerates. The defaults are the specification:
+the conformance tests hold every override to them.
+
+Shapes: X (batch, n_in), W (n_out, n_in), b (n_out,), Z and A (batch, n_out).
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from mlp.errors import BackendUnavailableError
+
+
+def require(package: str, backend: str, extra: str):
+    """Import `package` for `backend`, or say which extra installs it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"The {backend!r} backend needs the package {package!r}, which is not installed "
+            f"({error}). Install it with: pip install 'mlp[{extra}]'"
+        ) from None
+
+
+class Backend:
+    name = "base"
+    xp = np
+    on_host = True  # arrays live in host memory: reading a scalar costs nothing
+
+    # --- arrays -------------------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def synchronize(self):
+        """Wait until queued device work is done (nothing to wait for on the host)."""
+
+    def rng(self, seed):
+        """A random generator on this backend, for dropout masks."""
+        return np.random.default_rng(seed)
+
+    def dropout_mask(self, rng, shape, rate, dtype):
+        """Inverted dropout: keep with probability 1 - rate, scale kept units by 1/(1-rate)."""
+        keep = 1.0 - rate
+        return (rng.random(shape, dtype=np.float32) < keep) * self.xp.asarray(1.0 / keep, dtype)
+
+    def take_rows(self, X, index):
+        """X[index] for an index array already on this backend (one batch of a shuffle)."""
+        return X[index]
+
+    # --- dense layer --------------------------------------------------------------
+    def linear(self, X, W, b):
+        """Z = X W^T + b."""
+        Z = X @ W.T
+        Z += b
+        return Z
+
+    def activate(self, Z, activation):
+        """A = f(Z)."""
+        return activation.function(Z)
+
+    def dense_forward(self, X, W, b, activation):
+        """A = f(X W^T + b)."""
+        return self.activate(self.linear(X, W, b), activation)
+
+    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
+        """From dL/dA (or dL/dZ when `activation` is None) write dW: (n_out, n_in) and
+        db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed)."""
+        dZ = dA if activation is None else activation.backward(A, dA)
+        self.xp.matmul(dZ.T, X, out=dW)
+        self.xp.sum(dZ, axis=0, out=db)
+        return dZ @ W if need_dX else None
+
+    # --- updates over the flat parameter buffer -----------------------------------
+    def square_norm(self, v):
+        """sum(v**2) as a 0-d array (no host sync)."""
+        return self.xp.dot(v, v)
+
+    def scale_to_norm(self, grads, max_norm):
+        """Clip by global norm: grads *= min(1, max_norm / ||grads||), on the device."""
+        norm = self.xp.sqrt(self.square_norm(grads))
+        grads *= self.xp.minimum(1.0, max_norm / (norm + 1e-6)).astype(grads.dtype)
+        return norm
+
+    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
+        """torch.optim.SGD: v = mu v + g; step = g + mu v (Nesterov) or v; p -= lr step."""
+        if momentum == 0.0:
+            params -= lr * grads
+            return
+        velocity *= momentum
+        velocity += grads
+        if nesterov:
+            params -= lr * (grads + momentum * velocity)
+        else:
+            params -= lr * velocity
+
+    def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
+        """torch.optim.Adam with bias correction; `step` counts from 1."""
+        m *= beta1
+        m += (1 - beta1) * grads
+        v *= beta2
+        v += (1 - beta2) * (grads * grads)
+        bias1 = 1 - beta1 ** step
+        bias2 = 1 - beta2 ** step
+        params -= (lr / bias1) * (m / (self.xp.sqrt(v) / np.sqrt(bias2) + eps))
+
+    def __repr__(self):
+        return f"<mlp backend {self.name!r}>"

@@ -1,0 +1,165 @@
+"""The `mlp` command line: train, evaluate, predict, info (and bench, in mlp.bench).
+Errors in arguments or data are one clear line, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def _ints(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _load_data(source, seed):
+    """A built-in dataset name or an .npz (arrays X and y) / .csv (last column y) file."""
+    from mlp import datasets
+
+    if source in datasets.DATASETS:
+        return datasets.load(source, seed=seed) if source != "xor" else datasets.xor()
+    if source.endswith(".npz"):
+        with np.load(source, allow_pickle=False) as f:
+            if "X" not in f or "y" not in f:
+                raise ValueError(f"{source} must hold arrays named 'X' and 'y'; it has {list(f.keys())}")
+            return f["X"], f["y"]
+    if source.endswith(".csv"):
+        table = np.loadtxt(source, delimiter=",", ndmin=2)
+        return table[:, :-1], table[:, -1]
+    raise ValueError(f"unknown data {source!r}: give a built-in dataset "
+                     f"({', '.join(datasets.DATASETS)}) or a .npz/.csv file")
+
+
+def _labels_for(model, y):
+    """Classification targets as integer labels 0..k-1 (returns labels, class values)."""
+    classes, labels = np.unique(np.asarray(y).reshape(-1), return_inverse=True)
+    return labels, classes
+
+
+def cmd_train(args):
+    import mlp
+
+    X, y = _load_data(args.data, args.seed)
+    classification = args.loss in ("cross_entropy", "binary_cross_entropy")
+    if classification:
+        y, classes = _labels_for(None, y)
+    n_out = (len(classes) if args.loss == "cross_entropy" else 1) if classification else \
+        (1 if np.ndim(y) == 1 else np.shape(y)[1])
+    sizes = [X.shape[1], *args.hidden, n_out]
+    output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(args.loss, "identity")
+    X_train, X_test, y_train, y_test = mlp.train_test_split(X, y, test=args.test, seed=args.seed)
+    scaler = mlp.StandardScaler().fit(X_train)
+    model = mlp.MLP(sizes, activation=args.activation, output=output, backend=args.backend,
+                    seed=args.seed, dropout=args.dropout)
+    optimizer = mlp.Adam(lr=args.lr) if args.optimizer == "adam" else mlp.SGD(lr=args.lr, momentum=0.9)
+    model.compile(loss=args.loss, optimizer=optimizer, l2=args.l2)
+    print(f"training {'-'.join(map(str, sizes))} ({args.activation}, {output} output) on "
+          f"{args.data}: {len(X_train)} train / {len(X_test)} test samples, backend "
+          f"{model.backend.name}", file=sys.stderr)
+    model.fit(scaler.transform(X_train), y_train, epochs=args.epochs, batch_size=args.batch_size,
+              verbose=1)
+    result = model.evaluate(scaler.transform(X_test), y_test)
+    print("test " + " - ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if args.output:
+        model.save(args.output)
+        print(f"saved the model to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args):
+    import mlp
+
+    model = mlp.load(args.model, backend=args.backend)
+    if model.loss is None:
+        raise ValueError(f"{args.model} was saved before compile(): it has no loss to evaluate")
+    X, y = _load_data(args.data, args.seed)
+    print(" - ".join(f"{k} {v:.4f}" for k, v in model.evaluate(X, y).items()))
+    return 0
+
+
+def cmd_predict(args):
+    import mlp
+
+    model = mlp.load(args.model, backend=args.backend)
+    X, _ = _load_data(args.data, args.seed)
+    np.savetxt(sys.stdout, model.predict(X), fmt="%.6g", delimiter=",")
+    return 0
+
+
+def cmd_info(args):
+    import platform
+
+    import mlp
+    from mlp.backends import names, unavailable_reason
+
+    print(f"mlp {mlp.__version__} on Python {platform.python_version()} ({platform.machine()}), "
+          f"NumPy {np.__version__}")
+    for name in names():
+        reason = unavailable_reason(name)
+        print(f"  backend {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mlp", description="Train and run multilayer perceptrons.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model and report test metrics")
+    train.add_argument("--data", default="spirals", help="built-in dataset or .npz/.csv file (default: spirals)")
+    train.add_argument("--hidden", type=_ints, default=[64, 64], help="hidden sizes, e.g. 64,64")
+    train.add_argument("--activation", default="tanh")
+    train.add_argument("--loss", default="cross_entropy",
+                       choices=["cross_entropy", "binary_cross_entropy", "mse", "mae", "sse"])
+    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    train.add_argument("--lr", type=float, default=0.01)
+    train.add_argument("--l2", type=float, default=0.0)
+    train.add_argument("--dropout", type=float, default=0.0)
+    train.add_argument("--epochs", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--test", type=float, default=0.25, help="share of data held out for testing")
+    train.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--output", "-o", default=None, help="save the trained model here (.npz)")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on data")
+    evaluate.add_argument("model")
+    evaluate.add_argument("data")
+    evaluate.add_argument("--backend", default=None)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="print a saved model's outputs as CSV")
+    predict.add_argument("model")
+    predict.add_argument("data")
+    predict.add_argument("--backend", default=None)
+    predict.add_argument("--seed", type=int, default=0)
+    predict.set_defaults(run=cmd_predict)
+
+    info = sub.add_parser("info", help="backends available on this machine, and why not")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mlp.errors import MLPError
+
+    try:
+        return args.run(args)
+    except (MLPError, ValueError, OSError, RuntimeError) as error:
+        print(f"mlp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Exceptions that say what was wrong and how to fix it."""
+
+
+class MLPError(Exception):
+    """Base class of this library's own errors."""
+
+
+class BackendUnavailableError(MLPError, ImportError):
+    """A known backend cannot run here: its package is missing or it has no device."""
+
+
+class TrainingDivergedError(MLPError, FloatingPointError):
+    """The loss became NaN or infinite during training."""
+
+
+class ModelFileError(MLPError, ValueError):
+    """A saved model file is missing, truncated, tampered with or not a model file."""

@@ -1,0 +1,65 @@
+"""Finite-difference check of the hand-derived backward pass, in float64."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class GradcheckResult:
+    errors: dict  # parameter name -> worst relative error
+    checked: int  # how many entries were compared
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values())
+
+    def ok(self, tol=1e-6) -> bool:
+        return self.max_error <= tol
+
+    def __str__(self):
+        lines = [f"{name:>12}: worst relative error {err:.2e}" for name, err in self.errors.items()]
+        return "\n".join(lines + [f"checked {self.checked} entries, worst {self.max_error:.2e}"])
+
+
+def gradcheck(model, X, y, loss=None, l1=None, l2=None, eps=1e-6, max_per_param=None,
+              training=False, seed=0) -> GradcheckResult:
+    """Compare `loss_and_gradients` with central differences (L(p+eps) - L(p-eps)) / 2eps
+    on a float64 NumPy copy of `model`. Reports the worst relative error
+    |analytic - numeric| / max(|analytic|, |numeric|, 1e-8) per parameter ('dense0.W', ...).
+    `max_per_param` samples that many entries of each W and b (all by default).
+    With `training=True` dropout is on, with the same mask in every evaluation."""
+    reference = model.clone(backend="numpy", dtype="float64")
+    loss = loss if loss is not None else (model.loss.name if model.loss else "mse")
+    l1 = model.l1 if l1 is None else l1
+    l2 = model.l2 if l2 is None else l2
+
+    def loss_at():
+        if training:
+            reference._dropout_rng = reference.backend.rng(seed)
+        return reference.loss_and_gradients(X, y, loss, l1, l2, training)
+
+    _, analytic = loss_at()
+    rng = np.random.default_rng(seed)
+    errors, checked = {}, 0
+    for number, (layer, (dW, db)) in enumerate(zip(reference.dense_layers, analytic)):
+        for name, values, grads in (("W", layer.W, dW), ("b", layer.b, db)):
+            flat_values, flat_grads = values.reshape(-1), grads.reshape(-1)
+            index = np.arange(flat_values.size)
+            if max_per_param is not None and index.size > max_per_param:
+                index = rng.choice(index, max_per_param, replace=False)
+            worst = 0.0
+            for i in index:
+                original = flat_values[i]
+                flat_values[i] = original + eps
+                plus = loss_at()[0]
+                flat_values[i] = original - eps
+                minus = loss_at()[0]
+                flat_values[i] = original
+                numeric = (plus - minus) / (2 * eps)
+                exact = flat_grads[i]
+                worst = max(worst, abs(exact - numeric) / max(abs(exact), abs(numeric), 1e-8))
+            errors[f"dense{number}.{name}"] = worst
+            checked += index.size
+    return GradcheckResult(errors, checked)

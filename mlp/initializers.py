@@ -1,0 +1,66 @@
+"""Weight initialisation (the lectures' Xavier/Glorot and He, plus LeCun).
+
+Each initialiser draws W: (n_out, n_in) in float64 on the host from a seeded NumPy
+generator, so the same seed gives the same network on every backend and dtype.
+Biases always start at zero.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _normal(std):
+    return lambda rng, n_in, n_out: rng.normal(0.0, std(n_in, n_out), size=(n_out, n_in))
+
+
+def _uniform(limit):
+    return lambda rng, n_in, n_out: rng.uniform(-limit(n_in, n_out), limit(n_in, n_out),
+                                                size=(n_out, n_in))
+
+
+INITIALIZERS = {
+    # Xavier/Glorot: Var(W) = 2 / (n_in + n_out); for sigmoid and tanh.
+    "xavier_normal": _normal(lambda i, o: math.sqrt(2.0 / (i + o))),
+    "xavier_uniform": _uniform(lambda i, o: math.sqrt(6.0 / (i + o))),
+    # He: Var(W) = 2 / n_in; for the ReLU family.
+    "he_normal": _normal(lambda i, o: math.sqrt(2.0 / i)),
+    "he_uniform": _uniform(lambda i, o: math.sqrt(6.0 / i)),
+    # LeCun: Var(W) = 1 / n_in.
+    "lecun_normal": _normal(lambda i, o: math.sqrt(1.0 / i)),
+    "lecun_uniform": _uniform(lambda i, o: math.sqrt(3.0 / i)),
+}
+
+ALIASES = {
+    "xavier": "xavier_normal", "glorot": "xavier_normal", "glorot_normal": "xavier_normal",
+    "glorot_uniform": "xavier_uniform", "he": "he_normal", "kaiming": "he_normal",
+    "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform", "lecun": "lecun_normal",
+}
+
+RELU_FAMILY = {"relu", "leaky_relu", "elu", "softplus"}
+
+
+def default_for(activation_name: str) -> str:
+    """He for the ReLU family, Xavier otherwise (tanh, sigmoid, softmax, identity)."""
+    return "he_normal" if activation_name in RELU_FAMILY else "xavier_normal"
+
+
+def resolve(name: str) -> str:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key == "zeros":
+        raise ValueError(
+            "init='zeros' is for biases only (biases always start at zero): zero weights make "
+            "every unit of a layer identical, so they never learn different features. "
+            f"Use one of: {', '.join(sorted(INITIALIZERS))}."
+        )
+    if key not in INITIALIZERS:
+        raise ValueError(
+            f"Unknown init {name!r}. Valid initialisers: {', '.join(sorted(INITIALIZERS))} "
+            f"(aliases: {', '.join(sorted(ALIASES))})."
+        )
+    return key
+
+
+def initial_weights(name: str, rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
+    return INITIALIZERS[resolve(name)](rng, n_in, n_out)

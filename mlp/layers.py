@@ -1,0 +1,103 @@
+"""Layers. Each forward pass sits beside its backward pass and uses only what it kept.
+
+A Dense layer owns no memory of its own: `W` and `b` are views into the model's one flat
+parameter buffer, `dW` and `db` views into its flat gradient buffer (see Sequential).
+"""
+from __future__ import annotations
+
+import numbers
+
+from mlp import activations, initializers
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+class Layer:
+    n_params = 0
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    """Fully connected layer: Z = X W^T + b, A = f(Z).
+
+    W: (n_out, n_in) and b: (n_out,), as in the lectures and torch.nn.Linear.
+    `init` names the weight initialiser; by default He for the ReLU family, Xavier otherwise.
+    """
+
+    def __init__(self, n_in, n_out, activation="identity", init=None):
+        self.n_in = _positive_int(n_in, "n_in")
+        self.n_out = _positive_int(n_out, "n_out")
+        self.activation = activations.get(activation)
+        self.init = initializers.resolve(init or initializers.default_for(self.activation.name))
+        self.W = self.b = self.dW = self.db = None  # views, bound by the model
+
+    @property
+    def n_params(self):
+        return self.n_out * self.n_in + self.n_out
+
+    def bind(self, params, grads):
+        """Point W, b, dW, db at this layer's slices of the flat buffers."""
+        w_end = self.n_out * self.n_in
+        self.W = params[:w_end].reshape(self.n_out, self.n_in)
+        self.b = params[w_end:]
+        self.dW = grads[:w_end].reshape(self.n_out, self.n_in)
+        self.db = grads[w_end:]
+
+    # X (batch, n_in) . W (n_out, n_in)^T + b -> A (batch, n_out)
+    def forward(self, backend, X):
+        return backend.dense_forward(X, self.W, self.b, self.activation)
+
+    # dA (batch, n_out) -> dX (batch, n_in); writes dW, db. `fused`: dA is already dL/dZ.
+    def backward(self, backend, X, A, dA, need_dX, fused=False):
+        act = None if fused else self.activation
+        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX)
+
+    def config(self):
+        return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,
+                "activation": self.activation.config(), "init": self.init}
+
+    def __repr__(self):
+        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r})"
+
+
+class Dropout(Layer):
+    """Inverted dropout: during training each unit is kept with probability 1 - rate and
+    scaled by 1 / (1 - rate); at inference it is the identity."""
+
+    def __init__(self, rate):
+        if not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1); got {rate!r}")
+        self.rate = float(rate)
+        self.mask = None
+
+    def forward(self, backend, X, training, rng):
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return X
+        self.mask = backend.dropout_mask(rng, X.shape, self.rate, X.dtype)
+        return X * self.mask
+
+    def backward(self, dA):
+        return dA if self.mask is None else dA * self.mask
+
+    def config(self):
+        return {"type": "Dropout", "rate": self.rate}
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"
+
+
+def from_config(config: dict) -> Layer:
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind == "Dense":
+        return Dense(**config)
+    if kind == "Dropout":
+        return Dropout(**config)
+    raise ValueError(f"Unknown layer type {kind!r} in model configuration")

@@ -1,0 +1,512 @@
+"""The model: a stack of layers over one flat parameter buffer.
+
+All weights and biases live in `model.params` (one contiguous backend array); each Dense
+layer's W and b are views into it, and `model.grads` mirrors it. That makes the optimizer
+one update over one buffer, a gradient all-reduce one call, and a checkpoint one array.
+
+A training step is two halves with a seam between them:
+`_compute_gradients` (forward, loss, the delta recursion backward, into `grads`) and
+`_apply_gradients` (clipping, optimizer update). Data-parallel training reduces `grads`
+between the two; a GPU backend may capture both as one graph.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from mlp import config, initializers, losses, metrics as metrics_mod, optimizers, progress
+from mlp import schedules, validation
+from mlp.backends import get_backend
+from mlp.errors import TrainingDivergedError
+from mlp.layers import Dense, Dropout, Layer, from_config
+
+PREDICT_BATCH = 8192
+DTYPES = ("float32", "float64")
+
+
+class History:
+    """What `fit` returns: per-epoch logs in `history` (loss, val_loss, metrics, lr)."""
+
+    def __init__(self):
+        self.history = defaultdict(list)
+        self.epoch = []
+        self.best_epoch = None
+        self.stopped_epoch = None
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history[key].append(value)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __repr__(self):
+        last = {k: v[-1] for k, v in self.history.items() if v and isinstance(v[-1], float)}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs, and
+    restore the weights of the best epoch. Losses are minimised, accuracies maximised."""
+
+    def __init__(self, patience=5, min_delta=0.0, monitor="val_loss", restore_best_weights=True):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1; got {patience}")
+        self.patience, self.min_delta, self.monitor = int(patience), float(min_delta), monitor
+        self.restore_best_weights = restore_best_weights
+        self.sign = -1.0 if "accuracy" in monitor else 1.0
+        self.best = math.inf
+        self.wait = 0
+        self.best_epoch = self.stopped_epoch = self.best_params = None
+
+    @classmethod
+    def from_arg(cls, value):
+        if value is None or value is False:
+            return None
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(patience=value)
+        raise ValueError(f"early_stopping must be a patience (int) or mlp.EarlyStopping(...); got {value!r}")
+
+    def update(self, epoch, logs, model) -> bool:
+        """Record an epoch; True when training should stop."""
+        if self.monitor not in logs:
+            raise ValueError(f"early stopping monitors {self.monitor!r}, which fit does not "
+                             f"report; available: {', '.join(logs)}")
+        value = self.sign * logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_params = model.params.copy()
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def restore(self, model):
+        if self.restore_best_weights and self.best_params is not None:
+            model.params[...] = self.best_params
+
+
+class Sequential:
+    """A stack of layers. `backend` (default: MLP_BACKEND, else numpy) runs the arrays,
+    `dtype` is float32 or float64, `seed` makes initialisation, shuffling and dropout
+    reproducible (and initial weights equal on every backend)."""
+
+    def __init__(self, layers, backend=None, dtype=None, seed=None):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a model needs at least one layer")
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers must be mlp layers (Dense, Dropout); got {layer!r}")
+        if not isinstance(self.layers[-1], Dense):
+            raise ValueError("the last layer must be Dense: it produces the outputs")
+        self.dense_layers = [layer for layer in self.layers if isinstance(layer, Dense)]
+        for before, after in zip(self.dense_layers, self.dense_layers[1:]):
+            if before.n_out != after.n_in:
+                raise ValueError(f"layer sizes do not chain: {before!r} gives {before.n_out} outputs "
+                                 f"but the next layer {after!r} expects n_in={after.n_in}")
+        self.backend = get_backend(backend)
+        dtype = str(np.dtype(dtype or config.default_dtype()))
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(seed).spawn(3)
+        self._shuffle_rng = np.random.default_rng(shuffle_seed)
+        self._dropout_rng = self.backend.rng(int(dropout_seed.generate_state(1)[0]))
+        n = self.n_params
+        self.params = self.backend.zeros(n, self.dtype)
+        self.grads = self.backend.zeros(n, self.dtype)
+        offset = 0
+        for layer in self.dense_layers:
+            end = offset + layer.n_params
+            layer.bind(self.params[offset:end], self.grads[offset:end])
+            offset = end
+        init_rng = np.random.default_rng(init_seed)
+        for layer in self.dense_layers:  # drawn on the host in float64: equal on every backend
+            W = initializers.initial_weights(layer.init, init_rng, layer.n_in, layer.n_out)
+            layer.W[...] = self.backend.asarray(W, self.dtype)
+        self._first_dense = self.layers.index(self.dense_layers[0])
+        self.loss = self.optimizer = None
+        self.l1 = self.l2 = 0.0
+        self.clip_norm = None
+        self.metrics = []
+
+    # --- description --------------------------------------------------------------
+    @property
+    def n_in(self):
+        return self.dense_layers[0].n_in
+
+    @property
+    def n_out(self):
+        return self.dense_layers[-1].n_out
+
+    @property
+    def n_params(self):
+        return sum(layer.n_params for layer in self.dense_layers)
+
+    def count_params(self):
+        return self.n_params
+
+    def config(self):
+        return {"layers": [layer.config() for layer in self.layers], "dtype": str(self.dtype)}
+
+    def summary(self) -> str:
+        lines = [f"Sequential on {self.backend.name} ({self.dtype})"]
+        for layer in self.layers:
+            lines.append(f"  {layer!r:<48} params: {layer.n_params:,}")
+        lines.append(f"  total params: {self.n_params:,}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Sequential({self.layers!r}, backend={self.backend.name!r}, dtype={str(self.dtype)!r})"
+
+    def clone(self, backend=None, dtype=None):
+        """A copy with the same architecture and weights, on another backend or dtype."""
+        model = Sequential([from_config(c) for c in self.config()["layers"]],
+                           backend=backend or self.backend, dtype=dtype or self.dtype, seed=self.seed)
+        model.params[...] = model.backend.asarray(self.backend.to_numpy(self.params), model.dtype)
+        return model
+
+    # --- weights ------------------------------------------------------------------
+    def get_weights(self):
+        """One (W: (n_out, n_in), b: (n_out,)) pair of NumPy arrays per Dense layer."""
+        to_numpy = self.backend.to_numpy
+        return [(to_numpy(l.W).copy(), to_numpy(l.b).copy()) for l in self.dense_layers]
+
+    def set_weights(self, pairs):
+        pairs = list(pairs)
+        if len(pairs) != len(self.dense_layers):
+            raise ValueError(f"expected {len(self.dense_layers)} (W, b) pairs, one per Dense layer; "
+                             f"got {len(pairs)}")
+        checked = []
+        for i, ((W, b), layer) in enumerate(zip(pairs, self.dense_layers)):
+            W = validation.as_finite_array(W, f"W of layer {i}")
+            b = validation.as_finite_array(b, f"b of layer {i}")
+            if W.shape != layer.W.shape or b.shape != layer.b.shape:
+                raise ValueError(f"layer {i} needs W {layer.W.shape} and b {layer.b.shape}; "
+                                 f"got W {W.shape} and b {b.shape}")
+            checked.append((W, b))
+        for (W, b), layer in zip(checked, self.dense_layers):
+            layer.W[...] = self.backend.asarray(W, self.dtype)
+            layer.b[...] = self.backend.asarray(b, self.dtype)
+
+    # --- configuration for training -------------------------------------------------
+    def compile(self, loss="mse", optimizer="sgd", l1=0.0, l2=0.0, clip_norm=None, metrics=None):
+        """Choose the loss, optimizer, L1/L2 penalties on weights (not biases), gradient
+        clipping by global norm, and the metrics `fit` and `evaluate` report
+        (default: accuracy for classification losses)."""
+        self.loss = self._checked_loss(loss)
+        for name, value in (("l1", l1), ("l2", l2)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0 or None; got {clip_norm!r}")
+        self.l1, self.l2, self.clip_norm = float(l1), float(l2), clip_norm
+        if metrics is None:
+            metrics = ["accuracy"] if self.loss.name in losses.CLASSIFICATION else []
+        self.metrics = metrics_mod.check_names(metrics)
+        self.optimizer = optimizers.get(optimizer)
+        self.optimizer.build(self.backend, self.params)
+        return self
+
+    def _checked_loss(self, loss):
+        loss = losses.get(loss)
+        output = self.dense_layers[-1].activation.name
+        if loss.fused_with and output != loss.fused_with:
+            raise ValueError(
+                f"loss {loss.name!r} needs a {loss.fused_with} output layer, but the output "
+                f"activation is {output!r}. Build the model with output={loss.fused_with!r}, "
+                f"e.g. mlp.MLP(sizes, output={loss.fused_with!r})."
+            )
+        for layer in self.dense_layers:
+            if not layer.activation.differentiable:
+                raise ValueError(
+                    f"activation {layer.activation.name!r} has no derivative, so {layer!r} cannot "
+                    "be trained by gradient descent; use mlp.Perceptron for the step rule, or a "
+                    "differentiable activation (sigmoid, tanh, relu...)"
+                )
+        return loss
+
+    def _require_compiled(self):
+        if self.loss is None:
+            raise RuntimeError("call model.compile(loss=..., optimizer=...) before training")
+
+    # --- forward and backward -------------------------------------------------------
+    def _forward(self, X, training, keep_logits=False):
+        """Outputs of every layer, [X, A_1, ..., A_L], and the output layer's Z when asked."""
+        outputs, logits = [X], None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                X = layer.forward(self.backend, X, training, self._dropout_rng)
+            elif keep_logits and i == last:
+                logits = self.backend.linear(X, layer.W, layer.b)
+                X = self.backend.activate(logits, layer.activation)
+            else:
+                X = layer.forward(self.backend, X)
+            outputs.append(X)
+        return outputs, logits
+
+    def _backward(self, outputs, delta, fused):
+        """The delta recursion, last layer first; fills `grads`."""
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            layer = self.layers[i]
+            if isinstance(layer, Dropout):
+                delta = layer.backward(delta)
+            else:
+                delta = layer.backward(self.backend, outputs[i], outputs[i + 1], delta,
+                                       need_dX=i > self._first_dense, fused=fused and i == last)
+
+    def _penalty(self, l1, l2, add_gradients):
+        """lam2 * sum(W^2) + lam1 * sum(|W|) over weights (not biases)."""
+        penalty = 0.0
+        for layer in self.dense_layers:
+            if l2:
+                penalty = penalty + l2 * self.backend.square_norm(layer.W.reshape(-1))
+                if add_gradients:
+                    layer.dW += (2.0 * l2) * layer.W
+            if l1:
+                penalty = penalty + l1 * self.backend.xp.sum(self.backend.xp.abs(layer.W))
+                if add_gradients:
+                    layer.dW += l1 * self.backend.xp.sign(layer.W)
+        return penalty
+
+    def _compute_gradients(self, X, Y, loss, l1, l2, training):
+        """Forward, loss and backward on one batch; fills `grads`.
+        Returns (loss value as a backend scalar, outputs of every layer)."""
+        fused = loss.fused_with is not None
+        outputs, logits = self._forward(X, training, keep_logits=fused)
+        A = outputs[-1]
+        if fused:
+            value, delta = loss.value_from_logits(logits, Y), loss.output_delta(A, Y)
+        else:
+            value, delta = loss.value(A, Y), loss.gradient(A, Y)
+        self._backward(outputs, delta, fused)
+        if l1 or l2:
+            value = value + self._penalty(l1, l2, add_gradients=True)
+        return value, outputs
+
+    def _apply_gradients(self):
+        if self.clip_norm is not None:
+            self.backend.scale_to_norm(self.grads, self.clip_norm)
+        self.optimizer.apply(self.params, self.grads)
+
+    def _train_batch(self, X, Y):
+        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True)
+        self._apply_gradients()
+        return value, outputs
+
+    # --- public steps ---------------------------------------------------------------
+    def _device_data(self, X, y, loss_name):
+        X = validation.inputs(X, self.n_in, self.dtype)
+        Y = validation.targets(y, self.n_out, loss_name, X.shape[0], self.dtype)
+        return self.backend.asarray(X), self.backend.asarray(Y)
+
+    def forward(self, X, training=False):
+        """Output activations (batch, n_out) as a backend array."""
+        X = self.backend.asarray(validation.inputs(X, self.n_in, self.dtype))
+        return self._forward(X, training)[0][-1]
+
+    def predict(self, X, batch_size=PREDICT_BATCH):
+        """Output activations as a NumPy array, computed in batches of `batch_size`."""
+        X = validation.inputs(X, self.n_in, self.dtype)
+        chunks = [self.backend.to_numpy(self._forward(self.backend.asarray(X[i:i + batch_size]), False)[0][-1])
+                  for i in range(0, X.shape[0], batch_size)]
+        return np.concatenate(chunks)
+
+    def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False):
+        """(loss: float, [(dW, db), ...] as NumPy arrays), by the hand-derived backward pass.
+        `loss`, `l1`, `l2` default to the compiled ones; `training=True` applies dropout."""
+        loss = self._checked_loss(loss if loss is not None else (self.loss or "mse"))
+        l1 = self.l1 if l1 is None else l1
+        l2 = self.l2 if l2 is None else l2
+        X, Y = self._device_data(X, y, loss.name)
+        value, _ = self._compute_gradients(X, Y, loss, l1, l2, training)
+        to_numpy = self.backend.to_numpy
+        grads = [(to_numpy(l.dW).copy(), to_numpy(l.db).copy()) for l in self.dense_layers]
+        return float(value), grads
+
+    def train_step(self, X, y):
+        """One update on one batch. Returns the loss as a backend scalar (no device sync)."""
+        self._require_compiled()
+        X, Y = self._device_data(X, y, self.loss.name)
+        return self._train_batch(X, Y)[0]
+
+    def evaluate(self, X, y, batch_size=PREDICT_BATCH):
+        """{'loss': ..., metric: ...} over the whole set (penalties included in the loss)."""
+        self._require_compiled()
+        X, Y = self._device_data(X, y, self.loss.name)
+        return self._evaluate(X, Y, batch_size)
+
+    def _evaluate(self, X, Y, batch_size):
+        loss, n = self.loss, X.shape[0]
+        total = 0.0
+        sums = {name: 0.0 for name in self.metrics}
+        counts = dict.fromkeys(self.metrics, 0)
+        for start in range(0, n, batch_size):
+            Xb, Yb = X[start:start + batch_size], Y[start:start + batch_size]
+            outputs, logits = self._forward(Xb, False, keep_logits=loss.fused_with is not None)
+            A = outputs[-1]
+            value = loss.value_from_logits(logits, Yb) if loss.fused_with else loss.value(A, Yb)
+            total = total + value * loss.normaliser(A.shape)
+            for name in self.metrics:
+                s, c = metrics_mod.METRICS[name](A, Yb)
+                sums[name] = sums[name] + s
+                counts[name] += c
+        result = total / loss.normaliser(Y.shape)
+        if self.l1 or self.l2:
+            result = result + self._penalty(self.l1, self.l2, add_gradients=False)
+        logs = {"loss": float(result)}
+        logs.update({name: float(sums[name]) / counts[name] for name in self.metrics})
+        return logs
+
+    # --- training loop --------------------------------------------------------------
+    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None,
+            validation_split=0.0, early_stopping=None, lr_schedule=None, verbose=1,
+            diagnostics=False):
+        """Train for `epochs` passes over (X, y). batch_size=None is full-batch gradient
+        descent, 1 online (per-sample), anything else mini-batch. `validation_split` holds
+        out a seeded random share of the data. `early_stopping` (patience or EarlyStopping)
+        restores the best weights. `diagnostics=True` records per-layer statistics of the
+        last step of each epoch in history['diagnostics'] (off: no cost).
+        Returns a History."""
+        from mlp import diagnostics as diagnostics_mod
+
+        self._require_compiled()
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+        X = validation.inputs(X, self.n_in, self.dtype)
+        Y = validation.targets(y, self.n_out, self.loss.name, X.shape[0], self.dtype)
+        X, Y, X_val, Y_val = self._split_validation(X, Y, validation_data, validation_split)
+        stopper = EarlyStopping.from_arg(early_stopping)
+        if stopper and stopper.monitor.startswith("val_") and X_val is None:
+            raise ValueError(f"early stopping monitors {stopper.monitor!r}: give validation_data "
+                             "or validation_split, or EarlyStopping(monitor='loss')")
+        schedule = schedules.get(lr_schedule)
+        n = X.shape[0]
+        batch = validation.batch_size(batch_size, n)
+        backend, loss = self.backend, self.loss
+        X, Y = backend.asarray(X), backend.asarray(Y)  # the whole set moves to the device once
+        if X_val is not None:
+            X_val, Y_val = backend.asarray(X_val), backend.asarray(Y_val)
+        history = History()
+        base_lr = self.optimizer.lr
+        steps = math.ceil(n / batch)
+        bar = progress.Progress(verbose, epochs, steps, n)
+        try:
+            for epoch in range(epochs):
+                if schedule is not None:
+                    self.optimizer.lr = schedule(epoch, base_lr)
+                index = backend.asarray(self._shuffle_rng.permutation(n)) if shuffle else None
+                bar.start_epoch(epoch)
+                started = time.perf_counter()
+                total = 0.0
+                sums = {name: 0.0 for name in self.metrics}
+                counts = dict.fromkeys(self.metrics, 0)
+                record = None
+                for step in range(steps):
+                    start, stop = step * batch, min((step + 1) * batch, n)
+                    if index is None:
+                        Xb, Yb = X[start:stop], Y[start:stop]
+                    else:
+                        rows = index[start:stop]
+                        Xb, Yb = backend.take_rows(X, rows), backend.take_rows(Y, rows)
+                    if diagnostics and step == steps - 1:
+                        value, outputs, record = diagnostics_mod.recorded_step(self, Xb, Yb)
+                    else:
+                        value, outputs = self._train_batch(Xb, Yb)
+                    if backend.on_host and not math.isfinite(value):
+                        self._diverged(value, epoch, step)
+                    total = total + value * loss.normaliser(outputs[-1].shape)
+                    for name in self.metrics:
+                        metric_sum, count = metrics_mod.METRICS[name](outputs[-1], Yb)
+                        sums[name] = sums[name] + metric_sum
+                        counts[name] += count
+                    bar.step()
+                logs = {"loss": float(total / loss.normaliser(Y.shape))}
+                if not math.isfinite(logs["loss"]):
+                    self._diverged(logs["loss"], epoch, None)
+                logs.update({name: float(sums[name]) / counts[name] for name in self.metrics})
+                if X_val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, Y_val, PREDICT_BATCH).items()})
+                logs["lr"] = self.optimizer.lr
+                logs["seconds"] = time.perf_counter() - started
+                history.append(epoch, logs)
+                if record is not None:
+                    history.history["diagnostics"].append(record)
+                if schedule is not None:
+                    schedule.observe(logs.get("val_loss", logs["loss"]))
+                bar.end_epoch(logs)
+                if stopper and stopper.update(epoch, logs, self):
+                    break
+        finally:
+            bar.close()
+            self.optimizer.lr = base_lr  # a schedule shapes this run only
+        if stopper:
+            stopper.restore(self)
+            history.best_epoch, history.stopped_epoch = stopper.best_epoch, stopper.stopped_epoch
+        return history
+
+    def _split_validation(self, X, Y, validation_data, validation_split):
+        if validation_split and validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        if validation_data is not None:
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+            X_val = validation.inputs(X_val, self.n_in, self.dtype)
+            return X, Y, X_val, validation.targets(y_val, self.n_out, self.loss.name, X_val.shape[0], self.dtype)
+        if not validation_split:
+            return X, Y, None, None
+        if not 0.0 < validation_split < 1.0:
+            raise ValueError(f"validation_split must be in (0, 1); got {validation_split!r}")
+        n = X.shape[0]
+        n_val = int(round(n * validation_split))
+        if n_val < 1 or n_val >= n:
+            raise ValueError(f"validation_split={validation_split} leaves {n_val} of {n} samples for "
+                             "validation; both parts need at least one sample")
+        order = self._shuffle_rng.permutation(n)
+        val, train = order[:n_val], order[n_val:]
+        return X[train], Y[train], X[val], Y[val]
+
+    def _diverged(self, value, epoch, step):
+        where = f"epoch {epoch + 1}" + (f", batch {step + 1}" if step is not None else "")
+        raise TrainingDivergedError(
+            f"the loss became {value} at {where}: training diverged. Lower the learning rate "
+            f"(now {self.optimizer.lr}), standardise the inputs, or set clip_norm in compile()."
+        )
+
+    # --- files ----------------------------------------------------------------------
+    def save(self, path):
+        """Architecture as JSON plus weights as arrays, written atomically; see mlp.io."""
+        from mlp import io
+
+        io.save(self, path)
+
+
+def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
+        backend=None, dtype=None, seed=None):
+    """A multilayer perceptron from its layer sizes, e.g. MLP([784, 128, 64, 10], output="softmax").
+    Hidden layers use `activation` (and Dropout(dropout) after each when dropout > 0)."""
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least an input and an output size; got {sizes!r}")
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        last = i == len(sizes) - 2
+        layers.append(Dense(n_in, n_out, activation=output if last else activation, init=None if last else init))
+        if dropout and not last:
+            layers.append(Dropout(dropout))
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed)

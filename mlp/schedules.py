@@ -1,0 +1,101 @@
+"""Learning-rate schedules, applied once per epoch by `fit`.
+
+`schedule(epoch, base_lr)` gives the learning rate of an epoch (counting from 0);
+`observe(value)` hands it the epoch's monitored loss (only ReduceLROnPlateau uses it).
+"""
+from __future__ import annotations
+
+import math
+
+
+class Schedule:
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        raise NotImplementedError
+
+    def observe(self, value: float) -> None:
+        """Called after each epoch with the monitored loss."""
+
+
+class StepLR(Schedule):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, step_size=10, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1; got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def __call__(self, epoch, base_lr):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(Schedule):
+    """lr = base_lr * gamma ** epoch."""
+
+    def __init__(self, gamma=0.95):
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1]; got {gamma}")
+        self.gamma = float(gamma)
+
+    def __call__(self, epoch, base_lr):
+        return base_lr * self.gamma ** epoch
+
+
+class CosineLR(Schedule):
+    """Cosine annealing from base_lr to min_lr over `period` epochs, then min_lr."""
+
+    def __init__(self, period, min_lr=0.0):
+        if period < 1:
+            raise ValueError(f"period must be >= 1; got {period}")
+        self.period, self.min_lr = int(period), float(min_lr)
+
+    def __call__(self, epoch, base_lr):
+        t = min(epoch, self.period) / self.period
+        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+
+class ReduceLROnPlateau(Schedule):
+    """Multiply the learning rate by `factor` when the monitored loss has not improved by
+    more than `min_delta` for `patience` epochs; never below `min_lr`."""
+
+    def __init__(self, factor=0.5, patience=5, min_delta=0.0, min_lr=0.0):
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1); got {factor}")
+        self.factor, self.patience = float(factor), int(patience)
+        self.min_delta, self.min_lr = float(min_delta), float(min_lr)
+        self.scale, self.best, self.wait = 1.0, math.inf, 0
+
+    def __call__(self, epoch, base_lr):
+        return max(base_lr * self.scale, self.min_lr)
+
+    def observe(self, value):
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.scale *= self.factor
+            self.wait = 0
+
+
+SCHEDULES = {"step": StepLR, "exponential": ExponentialLR, "cosine": CosineLR,
+             "plateau": ReduceLROnPlateau}
+
+
+def get(spec):
+    if spec is None or isinstance(spec, Schedule):
+        return spec
+    if callable(spec):  # a plain function (epoch, base_lr) -> lr
+        return _FunctionSchedule(spec)
+    if isinstance(spec, str) and spec in SCHEDULES:
+        raise ValueError(f"lr_schedule={spec!r} needs its parameters: use e.g. "
+                         f"mlp.schedules.{SCHEDULES[spec].__name__}(...)")
+    raise ValueError(f"lr_schedule must be a Schedule ({', '.join(c.__name__ for c in SCHEDULES.values())}) "
+                     f"or a function (epoch, base_lr) -> lr; got {spec!r}")
+
+
+class _FunctionSchedule(Schedule):
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, epoch, base_lr):
+        return float(self.function(epoch, base_lr))

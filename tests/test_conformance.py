@@ -1,0 +1,69 @@
+"""Every available backend agrees with the NumPy reference on the same seeds.
+A new backend joins by existing in mlp/backends/: the fixture finds it."""
+import numpy as np
+import pytest
+
+import mlp
+from mlp import activations
+from tests.conftest import assert_close
+
+HIDDEN = sorted(set(activations.ACTIVATIONS) - {"step", "softmax"})
+OUTPUT_LOSS = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"),
+               ("identity", "mse"), ("identity", "sse"), ("tanh", "mae")]
+
+
+def problem(loss, n_out, batch, rng):
+    X = rng.normal(size=(batch, 6))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, n_out, size=batch)
+    if loss == "binary_cross_entropy":
+        return X, rng.integers(0, 2, size=(batch, n_out))
+    return X, rng.normal(size=(batch, n_out))
+
+
+def pair(backend_name, sizes, dtype, **kwargs):
+    reference = mlp.MLP(sizes, backend="numpy", dtype=dtype, seed=3, **kwargs)
+    other = mlp.MLP(sizes, backend=backend_name, dtype=dtype, seed=3, **kwargs)
+    np.testing.assert_array_equal(other.backend.to_numpy(other.params), reference.params)
+    return reference, other
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_forward_matches_reference(backend_name, dtype, hidden, batch, rng):
+    reference, other = pair(backend_name, [6, 16, 9, 4], dtype, activation=hidden, output="softmax")
+    X = rng.normal(size=(batch, 6))
+    assert_close(other.predict(X), reference.predict(X), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSS)
+@pytest.mark.parametrize("batch", [1, 33])
+def test_gradients_match_reference(backend_name, dtype, hidden, output, loss, batch, rng):
+    reference, other = pair(backend_name, [6, 12, 3], dtype, activation=hidden, output=output)
+    X, y = problem(loss, 3, batch, rng)
+    loss_ref, grads_ref = reference.loss_and_gradients(X, y, loss, l2=0.01)
+    loss_other, grads_other = other.loss_and_gradients(X, y, loss, l2=0.01)
+    assert_close(loss_other, loss_ref, dtype)
+    for (dW, db), (dW_ref, db_ref) in zip(grads_other, grads_ref):
+        assert_close(dW, dW_ref, dtype, scale=10)
+        assert_close(db, db_ref, dtype, scale=10)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.05, momentum=0.9, nesterov=True),
+                                       lambda: mlp.Adam(lr=0.01)], ids=["sgd", "adam"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_trajectory_matches_reference(backend_name, optimizer, dtype, rng):
+    X, y = problem("cross_entropy", 4, 96, rng)
+    trajectories = []
+    for name in ("numpy", backend_name):
+        model = mlp.MLP([6, 32, 32, 4], activation="tanh", output="softmax", backend=name,
+                        dtype=dtype, seed=11)
+        model.compile(loss="cross_entropy", optimizer=optimizer(), clip_norm=5.0, l1=1e-4)
+        history = model.fit(X, y, epochs=4, batch_size=16, verbose=0)
+        trajectories.append((history["loss"], model.backend.to_numpy(model.params)))
+    (loss_ref, params_ref), (loss_other, params_other) = trajectories
+    assert_close(loss_other, loss_ref, dtype, scale=10)
+    assert_close(params_other, params_ref, dtype, scale=50)

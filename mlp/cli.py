@@ -142,6 +142,12 @@ def build_parser():
     predict.add_argument("--seed", type=int, default=0)
     predict.set_defaults(run=cmd_predict)
 
+    from mlp.bench.__main__ import add_arguments, run_from_args
+
+    bench = sub.add_parser("bench", help="throughput across batch sizes and backends, beside PyTorch")
+    add_arguments(bench)
+    bench.set_defaults(run=run_from_args)
+
     info = sub.add_parser("info", help="backends available on this machine, and why not")
     info.set_defaults(run=cmd_info)
     return parser
@@ -154,7 +160,7 @@ def main(argv=None):
 
     try:
         return args.run(args)
-    except (MLPError, ValueError, OSError, RuntimeError) as error:
+    except (MLPError, ValueError, OSError, RuntimeError, ImportError) as error:
         print(f"mlp {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

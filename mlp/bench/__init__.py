@@ -1,0 +1,214 @@
+"""The benchmark harness behind `mlp bench`: training-step and inference throughput
+(samples/s) of every chosen backend across batch sizes, beside reference implementations
+(plain NumPy, PyTorch eager, torch.compile, JAX jit) measured in the same run, and beside the
+machine's measured GEMM peak. Writes a table, JSON and a log-log plot."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+import numpy as np
+
+from mlp.bench import machine, references
+from mlp.bench.networks import NETWORKS, Network, custom, synthetic_data
+from mlp.bench.timing import measure, peak_gemm_flops
+
+DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048, 8192)
+
+
+def thread_limit(threads):
+    """Limit BLAS/OpenMP pools in this process (threadpoolctl, when installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)
+
+
+def backend_step(backend_name, network: Network, batch, mode, dtype="float32", seed=0):
+    """(step, synchronize, model) for one mlp backend: data made on the device once,
+    outside the timed region; step = one full training step or one inference pass."""
+    import mlp
+
+    model = mlp.MLP(network.sizes, activation=network.activation, output=network.output,
+                    backend=backend_name, dtype=dtype, seed=seed)
+    model.compile(loss=network.loss, optimizer=mlp.SGD(lr=references.LR), metrics=[])
+    X, Y = synthetic_data(network, batch, seed=seed, dtype=dtype)
+    X, Y = model.backend.asarray(X), model.backend.asarray(Y)
+    if mode == "train":
+        def step():
+            return model._train_batch(X, Y)[0]
+    else:
+        def step():
+            return model._forward(X, False)[0][-1]
+    return step, model.backend.synchronize, model
+
+
+def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZES,
+        modes=("train", "infer"), dtype="float32", reference_names=None, threads=None,
+        timing=None, progress=True, device="cpu"):
+    """Measure everything; returns the report dict (see README: benchmarks)."""
+    import mlp
+
+    threads = threads or os.cpu_count()
+    timing = timing or {}
+    networks = [NETWORKS[n] if isinstance(n, str) else n for n in networks]
+    if reference_names is None:
+        reference_names = [r for r in references.FRAMEWORKS if references.installed(r)]
+    backend_objects = [mlp.get_backend(name) for name in backends]
+    cases = [(b, n, s, m) for b in backends for n in networks for s in batch_sizes for m in modes]
+    bar = _bar(progress, len(cases) + len(reference_names) * len(networks))
+    results = []
+    with thread_limit(threads):
+        peaks = {}
+        for backend in backend_objects:
+            flops, size = peak_gemm_flops(backend, dtype)
+            peaks[backend.name] = {"flops": flops, "n": size}
+        for backend_name, network, batch, mode in cases:
+            step, sync, model = backend_step(backend_name, network, batch, mode, dtype)
+            result = measure(step, sync, **timing)
+            results.append({"implementation": backend_name, "kind": "backend", "network": network.name,
+                            "sizes": list(network.sizes), "mode": mode, "batch": batch, **result})
+            del step, model
+            bar.update(1)
+    for name in reference_names:
+        for network in networks:
+            for result in references.run_in_subprocess(name, network, batch_sizes, modes, dtype,
+                                                       threads, device, timing):
+                if "error" in result:
+                    results.append({"implementation": name, "kind": "reference", "network": network.name,
+                                    "error": result["error"]})
+                    continue
+                result.pop("framework")
+                results.append({"implementation": name, "kind": "reference",
+                                "sizes": list(network.sizes), **result})
+            bar.update(1)
+    bar.close()
+    by_name = {n.name: n for n in networks}
+    _annotate(results, by_name, peaks)
+    return {"machine": machine.describe(backend_objects, threads, dtype), "peak_gemm": peaks,
+            "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "timing": timing,
+                         "optimizer": f"SGD(lr={references.LR})"},
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
+
+
+def _annotate(results, networks, peaks):
+    """samples/s, FLOP/s, fraction of the GEMM peak, ratios to torch eager and the best reference."""
+    for r in results:
+        if "error" in r:
+            continue
+        network = networks[r["network"]]
+        r["samples_per_s"] = r["batch"] / r["seconds"]
+        r["flops_per_s"] = network.flops(r["batch"], r["mode"]) / r["seconds"]
+        peak = peaks.get(r["implementation"]) or next(iter(peaks.values()), None)
+        r["fraction_of_peak"] = r["flops_per_s"] / peak["flops"] if peak else None
+    point = lambda r: (r["network"], r["mode"], r["batch"])  # noqa: E731
+    refs = {}
+    for r in results:
+        if r["kind"] == "reference" and "error" not in r:
+            refs.setdefault(point(r), {})[r["implementation"]] = r["samples_per_s"]
+    for r in results:
+        if "error" in r:
+            continue
+        peers = refs.get(point(r), {})
+        eager = peers.get("torch-eager")
+        r["ratio_torch_eager"] = r["samples_per_s"] / eager if eager else None
+        framework_peers = {k: v for k, v in peers.items() if k != "numpy-naive"} or peers
+        best = max(framework_peers.values()) if framework_peers else None
+        r["ratio_best_reference"] = r["samples_per_s"] / best if best else None
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(progress, total):
+    if not progress:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="benchmark", unit="case")
+
+
+# --- reports --------------------------------------------------------------------------------
+def _si(value):
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def table(report) -> str:
+    """A markdown table: one row per implementation, network, mode and batch size."""
+    lines = ["| network | mode | batch | implementation | samples/s | spread (IQR) | first call | "
+             "% GEMM peak | x torch eager | x best ref |", "|" + "---|" * 10]
+    rows = [r for r in report["results"] if "error" not in r]
+    rows.sort(key=lambda r: (r["network"], r["mode"], r["batch"], r["kind"], -r["samples_per_s"]))
+    for r in rows:
+        spread = f"{_si(r['batch'] / r['q3'])}-{_si(r['batch'] / r['q1'])}"
+        ratio = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
+        peak = f"{100 * r['fraction_of_peak']:.1f}" if r.get("fraction_of_peak") else "-"
+        lines.append(f"| {r['network']} | {r['mode']} | {r['batch']} | {r['implementation']} | "
+                     f"{_si(r['samples_per_s'])} | {spread} | {r['first_call_seconds'] * 1e3:.1f} ms | "
+                     f"{peak} | {ratio(r['ratio_torch_eager'])} | {ratio(r['ratio_best_reference'])} |")
+    for r in report["results"]:
+        if "error" in r:
+            lines.append(f"\n{r['implementation']} on {r['network']} failed: {r['error']}")
+    peaks = ", ".join(f"{name} {_si(p['flops'])}FLOP/s (n={p['n']})" for name, p in report["peak_gemm"].items())
+    return "\n".join(lines) + f"\n\nMeasured GEMM peak: {peaks}.\n"
+
+
+def plot(report, path):
+    """Throughput against batch size, log-log, one line per implementation; one panel per
+    network and mode. Needs matplotlib (the [plot] extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if "error" not in r]
+    panels = sorted({(r["network"], r["mode"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (network, mode) in zip(axes[0], panels):
+        for name in sorted({r["implementation"] for r in rows}):
+            points = sorted((r["batch"], r["samples_per_s"]) for r in rows
+                            if (r["network"], r["mode"], r["implementation"]) == (network, mode, name))
+            if points:
+                style = "-o" if any(r["kind"] == "backend" and r["implementation"] == name for r in rows) else "--s"
+                ax.plot(*zip(*points), style, label=name, markersize=4)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="samples/s",
+               title=f"{network} - {'training step' if mode == 'train' else 'inference'}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
+                 + (f", {report['machine']['gpu']}" if report["machine"]["gpu"] else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(report, out_dir, stem="bench"):
+    """JSON, markdown table and (if matplotlib is installed) PNG plot; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, f"{stem}.json"), "table": os.path.join(out_dir, f"{stem}.md")}
+    with open(paths["json"], "w") as f:
+        json.dump(report, f, indent=1)
+    with open(paths["table"], "w") as f:
+        m = report["machine"]
+        f.write(f"# {stem}\n\nMachine: {m['cpu']}, {m['cores']} cores"
+                + (f", GPU {m['gpu']}" if m["gpu"] else "") + f"; {m['dtype']}, {m['threads']} threads; "
+                f"{report['date']}.\nCommand: `{m['command']}`\n\n" + table(report))
+    try:
+        plot(report, os.path.join(out_dir, f"{stem}.png"))
+        paths["plot"] = os.path.join(out_dir, f"{stem}.png")
+    except ImportError:
+        pass
+    return paths

@@ -1,0 +1,59 @@
+"""The standard benchmark networks and their synthetic data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    sizes: tuple
+    activation: str
+    output: str
+    loss: str
+
+    @property
+    def n_weights(self) -> int:
+        return sum(i * o + o for i, o in zip(self.sizes, self.sizes[1:]))
+
+    @property
+    def n_units(self) -> int:
+        return sum(self.sizes[1:])
+
+    def flops(self, batch: int, mode: str) -> float:
+        """Multiply-adds x 2 of the GEMMs (forward 2, backward 4 per weight and sample)
+        plus ~10 element-wise operations per unit and sample (bias, activation, its
+        derivative, the update amortised)."""
+        gemm = (6 if mode == "train" else 2) * batch * self.n_weights
+        return gemm + (10 if mode == "train" else 3) * batch * self.n_units
+
+    def label(self):
+        return f"{self.name} ({'-'.join(map(str, self.sizes))})"
+
+
+NETWORKS = {
+    "tiny": Network("tiny", (2, 64, 64, 1), "tanh", "sigmoid", "binary_cross_entropy"),
+    "mnist": Network("mnist", (784, 512, 512, 10), "relu", "softmax", "cross_entropy"),
+    "wide": Network("wide", (1024, 4096, 4096, 1024), "relu", "identity", "mse"),
+}
+
+
+def custom(sizes) -> Network:
+    return Network("custom", tuple(sizes), "relu", "softmax" if sizes[-1] > 1 else "sigmoid",
+                   "cross_entropy" if sizes[-1] > 1 else "binary_cross_entropy")
+
+
+def synthetic_data(network: Network, batch: int, seed=0, dtype="float32"):
+    """X: (batch, n_in) standard normal; Y: (batch, n_out) targets fitting the loss."""
+    rng = np.random.default_rng(seed)
+    n_in, n_out = network.sizes[0], network.sizes[-1]
+    X = rng.standard_normal((batch, n_in)).astype(dtype)
+    if network.loss == "cross_entropy":
+        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, batch)]
+    elif network.loss == "binary_cross_entropy":
+        Y = rng.integers(0, 2, (batch, n_out)).astype(dtype)
+    else:
+        Y = rng.standard_normal((batch, n_out)).astype(dtype)
+    return X, Y

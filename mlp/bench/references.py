@@ -1,0 +1,222 @@
+"""Reference implementations of the same training step and inference, each run in its own
+process (`python -m mlp.bench.references ...`) with the harness's thread settings, so thread
+pools never fight: a plain hand-written NumPy step (the naive baseline), PyTorch eager,
+torch.compile of the whole step, and JAX jit of the whole step. Same network, loss,
+optimizer (SGD, lr 0.01), dtype and data shapes as the mlp backends."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from mlp.bench.networks import NETWORKS, Network, custom, synthetic_data
+from mlp.bench.timing import measure
+
+LR = 0.01
+FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "jax-jit")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+# --- plain NumPy: what one writes by hand from the lectures, no buffers reused -----------
+def numpy_naive(network: Network, X, Y):
+    rng = np.random.default_rng(0)
+    params = [(rng.normal(0, np.sqrt(2 / i), (o, i)).astype(X.dtype), np.zeros(o, X.dtype))
+              for i, o in zip(network.sizes, network.sizes[1:])]
+    hidden = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh}[network.activation]
+    hidden_grad = {"relu": lambda a: (a > 0).astype(a.dtype), "tanh": lambda a: 1 - a * a}[network.activation]
+
+    def output(z):
+        if network.output == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        if network.output == "sigmoid":
+            return 1 / (1 + np.exp(-z))
+        return z
+
+    def forward(X):
+        acts = [X]
+        for i, (W, b) in enumerate(params):
+            z = acts[-1] @ W.T + b
+            acts.append(output(z) if i == len(params) - 1 else hidden(z))
+        return acts
+
+    def loss(A):
+        if network.loss == "cross_entropy":
+            return -np.sum(Y * np.log(np.maximum(A, 1e-30))) / len(X)
+        if network.loss == "binary_cross_entropy":
+            A = np.clip(A, 1e-7, 1 - 1e-7)
+            return -np.mean(Y * np.log(A) + (1 - Y) * np.log(1 - A))
+        return np.mean((A - Y) ** 2)
+
+    def step():
+        acts = forward(X)
+        value = loss(acts[-1])
+        norm = acts[-1].size if network.loss != "cross_entropy" else len(X)
+        delta = (acts[-1] - Y) * ((2.0 if network.loss == "mse" else 1.0) / norm)
+        for i in range(len(params) - 1, -1, -1):
+            W, b = params[i]
+            dW, db = delta.T @ acts[i], delta.sum(axis=0)
+            if i:
+                delta = (delta @ W) * hidden_grad(acts[i])
+            params[i] = (W - LR * dW, b - LR * db)
+        return value
+
+    return step, lambda: forward(X)[-1], lambda: None
+
+
+# --- PyTorch ---------------------------------------------------------------------------
+def torch_steps(network: Network, X, Y, device, compiled):
+    import torch
+
+    dtype = getattr(torch, str(X.dtype))
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(network.sizes, network.sizes[1:])):
+        layers.append(torch.nn.Linear(n_in, n_out))
+        if i < len(network.sizes) - 2:
+            layers.append(torch.nn.ReLU() if network.activation == "relu" else torch.nn.Tanh())
+    model = torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
+    X_t = torch.as_tensor(X, device=device)
+    if network.loss == "cross_entropy":
+        Y_t, loss_fn = torch.as_tensor(Y.argmax(axis=1), device=device), torch.nn.CrossEntropyLoss()
+    elif network.loss == "binary_cross_entropy":
+        Y_t, loss_fn = torch.as_tensor(Y, device=device), torch.nn.BCEWithLogitsLoss()
+    else:
+        Y_t, loss_fn = torch.as_tensor(Y, device=device), torch.nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    final = {"softmax": lambda z: torch.softmax(z, 1), "sigmoid": torch.sigmoid}.get(network.output, lambda z: z)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(X_t), Y_t)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def infer():
+        with torch.inference_mode():
+            return final(model(X_t))
+
+    if compiled:
+        train, infer = torch.compile(train), torch.compile(infer)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return train, infer, sync
+
+
+# --- JAX -------------------------------------------------------------------------------
+def jax_steps(network: Network, X, Y):
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / i), (o, i)).astype(X.dtype)), jnp.zeros(o, X.dtype))
+              for i, o in zip(network.sizes, network.sizes[1:])]
+    hidden = jax.nn.relu if network.activation == "relu" else jnp.tanh
+
+    def logits(params, X):
+        for W, b in params[:-1]:
+            X = hidden(X @ W.T + b)
+        W, b = params[-1]
+        return X @ W.T + b
+
+    def loss(params, X, Y):
+        z = logits(params, X)
+        if network.loss == "cross_entropy":
+            return -jnp.mean(jnp.sum(Y * jax.nn.log_softmax(z), axis=1))
+        if network.loss == "binary_cross_entropy":
+            return jnp.mean(jnp.maximum(z, 0) - z * Y + jnp.log1p(jnp.exp(-jnp.abs(z))))
+        return jnp.mean((z - Y) ** 2)
+
+    @jax.jit
+    def train_step(params, X, Y):
+        grads = jax.grad(loss)(params, X, Y)
+        return jax.tree_util.tree_map(lambda p, g: p - LR * g, params, grads)
+
+    final = {"softmax": jax.nn.softmax, "sigmoid": jax.nn.sigmoid}.get(network.output, lambda z: z)
+    infer_jit = jax.jit(lambda params, X: final(logits(params, X)))
+    X_d, Y_d = jnp.asarray(X), jnp.asarray(Y)
+    state = {"params": params}
+
+    def train():
+        state["params"] = train_step(state["params"], X_d, Y_d)
+
+    def infer():
+        return infer_jit(state["params"], X_d)
+
+    def sync():
+        jax.block_until_ready(state["params"])
+
+    return train, infer, sync
+
+
+def build(framework, network, X, Y, device):
+    if framework == "numpy-naive":
+        return numpy_naive(network, X, Y)
+    if framework in ("torch-eager", "torch-compile"):
+        return torch_steps(network, X, Y, device, compiled=framework == "torch-compile")
+    if framework == "jax-jit":
+        return jax_steps(network, X, Y)
+    raise ValueError(f"unknown reference {framework!r}; known: {', '.join(FRAMEWORKS)}")
+
+
+def installed(framework) -> bool:
+    import importlib.util
+
+    package = {"numpy-naive": "numpy", "torch-eager": "torch", "torch-compile": "torch",
+               "jax-jit": "jax"}[framework]
+    return importlib.util.find_spec(package) is not None
+
+
+def run_in_subprocess(framework, network, batch_sizes, modes, dtype, threads, device, timing,
+                      timeout=1800):
+    """Run one reference in a fresh process with `threads` threads; yields result dicts."""
+    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    command = [sys.executable, "-m", "mlp.bench.references", "--framework", framework,
+               "--sizes", ",".join(map(str, network.sizes)), "--net", network.name,
+               "--batch-sizes", ",".join(map(str, batch_sizes)), "--modes", ",".join(modes),
+               "--dtype", dtype, "--threads", str(threads), "--device", device,
+               "--timing", json.dumps(timing)]
+    process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    results = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0:
+        message = process.stderr.strip().splitlines()[-1] if process.stderr.strip() else "no output"
+        results.append({"framework": framework, "error": message})
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    parser.add_argument("--net", required=True)
+    parser.add_argument("--sizes", required=True)
+    parser.add_argument("--batch-sizes", required=True)
+    parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--timing", default="{}")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    network = NETWORKS.get(args.net)
+    if network is None or tuple(sizes) != network.sizes:
+        network = custom(sizes)
+    if args.framework.startswith("torch"):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    timing = json.loads(args.timing)
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        X, Y = synthetic_data(network, batch, dtype=args.dtype)
+        train, infer, sync = build(args.framework, network, X, Y, args.device)
+        for mode in args.modes.split(","):
+            result = measure(train if mode == "train" else infer, sync, **timing)
+            print(json.dumps({"framework": args.framework, "network": network.name, "mode": mode,
+                              "batch": batch, **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

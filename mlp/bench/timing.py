@@ -1,0 +1,50 @@
+"""Honest timing: the first call (compilation, autotuning) is reported apart, then warm-up,
+then repeats of a calibrated number of calls, the device synchronised before each clock
+read. The figure is the median over repeats; the spread is the interquartile range."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def measure(step, synchronize, min_repeat_time=0.05, repeats=7, warmup=3, max_calls=100_000):
+    """Time `step()`. Returns seconds per call (median, q1, q3) and the first call's time."""
+    started = time.perf_counter()
+    step()
+    synchronize()
+    first_call = time.perf_counter() - started
+    for _ in range(warmup):
+        step()
+    synchronize()
+    calls = 1  # grow until one repeat lasts at least min_repeat_time
+    while True:
+        elapsed = _run(step, synchronize, calls)
+        if elapsed >= min_repeat_time or calls >= max_calls:
+            break
+        calls = min(max_calls, max(calls * 2, int(calls * min_repeat_time / max(elapsed, 1e-9))))
+    per_call = [elapsed / calls] + [_run(step, synchronize, calls) / calls for _ in range(repeats - 1)]
+    q1, median, q3 = np.percentile(per_call, [25, 50, 75])
+    return {"seconds": float(median), "q1": float(q1), "q3": float(q3), "calls": calls,
+            "repeats": repeats, "first_call_seconds": first_call}
+
+
+def _run(step, synchronize, calls):
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    synchronize()
+    return time.perf_counter() - start
+
+
+def peak_gemm_flops(backend, dtype="float32", n=None, min_repeat_time=0.2):
+    """Measured GEMM peak of a backend: the best of a few n x n @ n x n products."""
+    n = n or (2048 if backend.on_host else 8192)
+    rng = np.random.default_rng(0)
+    a = backend.asarray(rng.standard_normal((n, n)).astype(dtype))
+    b = backend.asarray(rng.standard_normal((n, n)).astype(dtype))
+    out = backend.xp.empty((n, n), dtype=dtype)
+    result = measure(lambda: backend.xp.matmul(a, b, out=out), backend.synchronize,
+                     min_repeat_time=min_repeat_time, repeats=5, warmup=1)
+    return 2.0 * n ** 3 / result["q1"], n

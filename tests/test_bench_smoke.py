@@ -1,0 +1,71 @@
+"""The benchmark harness runs each case once (smoke mode), so it cannot rot unnoticed."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlp.bench as bench
+from mlp.bench.networks import NETWORKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pytest_benchmark_suite_runs_each_case_once():
+    env = dict(os.environ, MLP_BENCH_SMOKE="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "benchmarks/", "--benchmark-disable"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout
+
+
+def test_cli_writes_table_json_and_plot(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--backends", "numpy", "--net", "tiny",
+                             "--batch-sizes", "1,4", "--references", "numpy-naive", "--repeats", "2",
+                             "--min-time", "0.002", "--out", str(tmp_path), "--quiet"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = report["results"]
+    assert {(r["implementation"], r["mode"], r["batch"]) for r in rows} == {
+        (impl, mode, batch) for impl in ("numpy", "numpy-naive") for mode in ("train", "infer") for batch in (1, 4)}
+    for r in rows:
+        assert r["samples_per_s"] > 0 and r["first_call_seconds"] > 0 and r["q1"] <= r["seconds"] <= r["q3"]
+        assert 0 < r["fraction_of_peak"] < 1
+    backend_row = next(r for r in rows if r["implementation"] == "numpy")
+    assert backend_row["ratio_best_reference"] > 0  # the naive step is the only reference here
+    assert report["machine"]["cores"] and report["machine"]["command"].startswith("mlp bench")
+    assert report["peak_gemm"]["numpy"]["flops"] > 1e8
+    table = (tmp_path / "bench.md").read_text()
+    assert "| tiny | train | 4 | numpy |" in table and "x torch eager" in table
+    if (tmp_path / "bench.png").exists():
+        assert (tmp_path / "bench.png").stat().st_size > 1000
+    assert "| tiny | train | 1 |" in result.stdout
+
+
+def test_unknown_network_or_backend_is_a_clear_error():
+    for args, message in ((["--net", "huge"], "unknown network"), (["--backends", "jax"], "Valid backends")):
+        result = subprocess.run([sys.executable, "-m", "mlp", "bench", *args, "--quiet"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_flop_count_of_the_training_step():
+    net = NETWORKS["mnist"]
+    assert net.n_weights == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+    assert net.flops(32, "train") == 6 * 32 * net.n_weights + 10 * 32 * (512 + 512 + 10)
+
+
+def test_timing_reports_first_call_apart():
+    calls = []
+
+    def step():
+        calls.append(1)
+        if len(calls) == 1:
+            sum(range(200_000))  # a slow first call, like a JIT compile
+
+    result = bench.measure(step, lambda: None, min_repeat_time=0.001, repeats=3, warmup=1)
+    assert result["first_call_seconds"] > 10 * result["seconds"]

@@ -4,7 +4,7 @@ Every formula is element-wise and branch-free (masks multiply, no `if` on values
 nothing in place), so NumPy runs it on arrays as it stands, Numba compiles the very
 same function for scalars, and CuPy takes it through NumPy's ufunc protocol.
 
-`function(Z) -> A` is the forward pass. `backward(A, dA) -> dZ` is the derivative
+`forward(Z) -> A` is the forward pass. `derivative(A, dA) -> dZ` is the derivative
 times the incoming delta, written from the layer's *output* A, so the backward pass
 needs only what the forward pass kept (sigmoid: A(1-A), tanh: 1-A^2, relu: A>0).
 Softmax is the one activation that is not element-wise: it works along the last axis.
@@ -19,17 +19,28 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Activation:
-    """A named activation. `backward` is None when it has no useful derivative (step)."""
+    """A named activation. `forward(z, **params)` and `derivative(a, da, **params)` are the
+    formulas (plain module-level functions that compilers can take); `function(Z)` and
+    `backward(A, dA)` apply them with this activation's parameters."""
 
     name: str
-    function: Callable
-    backward: Optional[Callable]
+    forward: Callable
+    derivative: Optional[Callable]  # None: not differentiable (step)
     elementwise: bool = True
     params: dict = field(default_factory=dict)
 
+    def function(self, Z):
+        return self.forward(Z, **self.params)
+
+    @property
+    def backward(self):
+        if self.derivative is None:
+            return None
+        return lambda A, dA: self.derivative(A, dA, **self.params)
+
     @property
     def differentiable(self) -> bool:
-        return self.backward is not None
+        return self.derivative is not None
 
     def config(self):
         """What `get` needs to rebuild this activation (used when saving models)."""
@@ -91,25 +102,21 @@ def step(z):
     return np.heaviside(z, 1)  # 1 where z >= 0, as the perceptron's threshold
 
 
-def make_leaky_relu(slope):
-    def leaky_relu(z):
-        return np.maximum(z, slope * z)  # valid because 0 <= slope < 1
-
-    def leaky_relu_backward(a, da):
-        return da * (a > 0) + (slope * da) * (a <= 0)
-
-    return leaky_relu, leaky_relu_backward
+def leaky_relu(z, slope):
+    return np.maximum(z, slope * z)  # valid because 0 <= slope < 1
 
 
-def make_elu(alpha):
-    def elu(z):
-        return np.maximum(z, 0) + alpha * np.expm1(np.minimum(z, 0))
+def leaky_relu_backward(a, da, slope):
+    return da * (a > 0) + (slope * da) * (a <= 0)
 
-    def elu_backward(a, da):
-        # for z <= 0: A = alpha(e^z - 1), so f'(z) = alpha e^z = A + alpha.
-        return da * (a > 0) + (da * (a + alpha)) * (a <= 0)
 
-    return elu, elu_backward
+def elu(z, alpha):
+    return np.maximum(z, 0) + alpha * np.expm1(np.minimum(z, 0))
+
+
+def elu_backward(a, da, alpha):
+    # for z <= 0: A = alpha(e^z - 1), so f'(z) = alpha e^z = A + alpha.
+    return da * (a > 0) + (da * (a + alpha)) * (a <= 0)
 
 
 def softmax(z):
@@ -128,13 +135,13 @@ def softmax_backward(a, da):
 def _leaky_relu(slope=0.01):
     if not 0 <= slope < 1:
         raise ValueError(f"leaky_relu slope must be in [0, 1); got {slope}")
-    return Activation("leaky_relu", *make_leaky_relu(float(slope)), params={"slope": float(slope)})
+    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": float(slope)})
 
 
 def _elu(alpha=1.0):
     if not alpha > 0:
         raise ValueError(f"elu alpha must be positive; got {alpha}")
-    return Activation("elu", *make_elu(float(alpha)), params={"alpha": float(alpha)})
+    return Activation("elu", elu, elu_backward, params={"alpha": float(alpha)})
 
 
 ACTIVATIONS = {
@@ -156,7 +163,7 @@ def get(spec, **params) -> Activation:
     """An Activation from a name ("relu"), a config dict ({"name": "elu", "alpha": 0.5})
     or an Activation (returned as is)."""
     if isinstance(spec, Activation):
-        return spec
+        return spec if not params else ACTIVATIONS[spec.name](**{**spec.params, **params})
     if isinstance(spec, dict):
         spec = dict(spec)
         params = {**spec, **params}

@@ -1,15 +1,16 @@
-"""Losses: value and gradient with respect to the output activations, written once.
+"""Losses, each written once as a per-element term and its derivative.
 
-Each loss is `sum(per-element terms) / normaliser(A)`:
+A loss value is `sum(term(A, Y)) / normaliser(shape)` and its gradient with respect to the
+output activations `term_gradient(A, Y) / normaliser(shape)`:
 - mse: mean over all elements (torch.nn.MSELoss); sse: one half of the sum over the batch
   (the lectures' backprop loss); mae: mean over all elements;
 - binary_cross_entropy: mean over all elements, on sigmoid outputs;
 - cross_entropy: mean over the batch of -sum(Y log A), on softmax outputs.
 
 With its matching output activation (sigmoid + binary_cross_entropy, softmax + cross_entropy)
-the chain rule collapses to the output delta dZ = (A - Y) / normaliser: no log(0), no
-division by A(1-A). The value is then computed from the logits Z, which is exact where
-A has rounded to 0 or 1.
+the chain rule collapses to the output delta dZ = (A - Y) / normaliser: no log(0), no division
+by A(1-A). The value is then computed from the logits Z, exact where A has rounded to 0 or 1.
+The terms are element-wise and branch-free, so compiled backends take them as they are.
 """
 from __future__ import annotations
 
@@ -18,85 +19,90 @@ from typing import Callable, Optional
 
 import numpy as np
 
+TINY = 1e-38  # floor inside log(): log(TINY) = -87.5, finite in float32 and float64
+
 
 @dataclass(frozen=True)
 class Loss:
     name: str
-    value: Callable  # (A, Y) -> scalar
-    gradient: Callable  # (A, Y) -> dL/dA, same shape as A
+    term: Callable  # (a, y) -> per-element loss
+    term_gradient: Callable  # (a, y) -> d term / d a
     normaliser: Callable  # shape of A -> the number the summed terms are divided by
     fused_with: Optional[str] = None  # output activation giving dZ = (A - Y) / normaliser
     value_from_logits: Optional[Callable] = None  # (Z, Y) -> scalar, when fused
+
+    def value(self, A, Y):
+        return np.sum(self.term(A, Y)) / self.normaliser(A.shape)
+
+    def gradient(self, A, Y):
+        return self.term_gradient(A, Y) * (1.0 / self.normaliser(A.shape))
 
     def output_delta(self, A, Y):
         """dL/dZ for the fused pair: (A - Y) / normaliser."""
         return (A - Y) * (1.0 / self.normaliser(A.shape))
 
 
-def _all_elements(shape):
+def all_elements(shape):
     return int(np.prod(shape))
 
 
-def _batch(shape):
+def batch_rows(shape):
     return shape[0]
 
 
-def _one(shape):
+def one(shape):
     return 1
 
 
-def _tiny(A):
-    return np.finfo(A.dtype).tiny
+# --- the per-element terms -------------------------------------------------------------
+
+def squared_error(a, y):
+    return (a - y) * (a - y)
 
 
-def mse(A, Y):
-    E = A - Y
-    return np.sum(E * E) / A.size
+def squared_error_gradient(a, y):
+    return 2 * (a - y)
 
 
-def mse_gradient(A, Y):
-    return (A - Y) * (2.0 / A.size)
+def half_squared_error(a, y):
+    return 0.5 * (a - y) * (a - y)
 
 
-def sse(A, Y):
-    E = A - Y
-    return 0.5 * np.sum(E * E)
+def half_squared_error_gradient(a, y):
+    return a - y
 
 
-def sse_gradient(A, Y):
-    return A - Y
+def absolute_error(a, y):
+    return np.abs(a - y)
 
 
-def mae(A, Y):
-    return np.sum(np.abs(A - Y)) / A.size
+def absolute_error_gradient(a, y):
+    return np.sign(a - y)
 
 
-def mae_gradient(A, Y):
-    return np.sign(A - Y) * (1.0 / A.size)
+def binary_cross_entropy_term(a, y):
+    return -(y * np.log(np.maximum(a, TINY)) + (1 - y) * np.log(np.maximum(1 - a, TINY)))
 
 
-def binary_cross_entropy(A, Y):
-    tiny = _tiny(A)
-    terms = Y * np.log(np.maximum(A, tiny)) + (1 - Y) * np.log(np.maximum(1 - A, tiny))
-    return -np.sum(terms) / A.size
+def binary_cross_entropy_gradient(a, y):
+    return (a - y) / np.maximum(a * (1 - a), TINY)
 
 
-def binary_cross_entropy_gradient(A, Y):
-    tiny = _tiny(A)
-    return (A - Y) / np.maximum(A * (1 - A), tiny) * (1.0 / A.size)
+def binary_cross_entropy_logit_term(z, y):
+    # -[y log s(z) + (1-y) log(1-s(z))] = max(z,0) - y z + log1p(e^-|z|)
+    return np.maximum(z, 0) - y * z + np.log1p(np.exp(-np.abs(z)))
+
+
+def cross_entropy_term(a, y):
+    return -y * np.log(np.maximum(a, TINY))
+
+
+def cross_entropy_gradient(a, y):
+    return -y / np.maximum(a, TINY)
 
 
 def binary_cross_entropy_from_logits(Z, Y):
-    # -[y log s(z) + (1-y) log(1-s(z))] = max(z,0) - y z + log1p(e^-|z|)
-    return np.sum(np.maximum(Z, 0) - Y * Z + np.log1p(np.exp(-np.abs(Z)))) / Z.size
-
-
-def cross_entropy(A, Y):
-    return -np.sum(Y * np.log(np.maximum(A, _tiny(A)))) / A.shape[0]
-
-
-def cross_entropy_gradient(A, Y):
-    return -Y / np.maximum(A, _tiny(A)) * (1.0 / A.shape[0])
+    return np.sum(binary_cross_entropy_logit_term(Z, Y)) / Z.size
 
 
 def cross_entropy_from_logits(Z, Y):
@@ -106,18 +112,25 @@ def cross_entropy_from_logits(Z, Y):
 
 
 LOSSES = {
-    "mse": Loss("mse", mse, mse_gradient, _all_elements),
-    "sse": Loss("sse", sse, sse_gradient, _one),
-    "mae": Loss("mae", mae, mae_gradient, _all_elements),
+    "mse": Loss("mse", squared_error, squared_error_gradient, all_elements),
+    "sse": Loss("sse", half_squared_error, half_squared_error_gradient, one),
+    "mae": Loss("mae", absolute_error, absolute_error_gradient, all_elements),
     "binary_cross_entropy": Loss(
-        "binary_cross_entropy", binary_cross_entropy, binary_cross_entropy_gradient,
-        _all_elements, fused_with="sigmoid", value_from_logits=binary_cross_entropy_from_logits,
+        "binary_cross_entropy", binary_cross_entropy_term, binary_cross_entropy_gradient,
+        all_elements, fused_with="sigmoid", value_from_logits=binary_cross_entropy_from_logits,
     ),
     "cross_entropy": Loss(
-        "cross_entropy", cross_entropy, cross_entropy_gradient,
-        _batch, fused_with="softmax", value_from_logits=cross_entropy_from_logits,
+        "cross_entropy", cross_entropy_term, cross_entropy_gradient,
+        batch_rows, fused_with="softmax", value_from_logits=cross_entropy_from_logits,
     ),
 }
+
+# the plain functions, for users: loss(A, Y) -> float
+mse = LOSSES["mse"].value
+sse = LOSSES["sse"].value
+mae = LOSSES["mae"].value
+binary_cross_entropy = LOSSES["binary_cross_entropy"].value
+cross_entropy = LOSSES["cross_entropy"].value
 
 ALIASES = {
     "bce": "binary_cross_entropy", "binary_crossentropy": "binary_cross_entropy",

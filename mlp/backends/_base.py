@@ -67,7 +67,7 @@ class Backend:
 
     def activate(self, Z, activation):
         """A = f(Z)."""
-        return activation.function(Z)
+        return activation.forward(Z, **activation.params)
 
     def dense_forward(self, X, W, b, activation):
         """A = f(X W^T + b)."""
@@ -76,7 +76,7 @@ class Backend:
     def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
         """From dL/dA (or dL/dZ when `activation` is None) write dW: (n_out, n_in) and
         db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed)."""
-        dZ = dA if activation is None else activation.backward(A, dA)
+        dZ = dA if activation is None else activation.derivative(A, dA, **activation.params)
         self.xp.matmul(dZ.T, X, out=dW)
         self.xp.sum(dZ, axis=0, out=db)
         return dZ @ W if need_dX else None

@@ -140,6 +140,7 @@ class Sequential:
         self.l1 = self.l2 = 0.0
         self.clip_norm = None
         self.metrics = []
+        self._kernel_cache = {}  # a backend's compiled whole steps for this model
 
     # --- description --------------------------------------------------------------
     @property
@@ -215,6 +216,7 @@ class Sequential:
         if metrics is None:
             metrics = ["accuracy"] if self.loss.name in losses.CLASSIFICATION else []
         self.metrics = metrics_mod.check_names(metrics)
+        self._kernel_cache.clear()  # compiled steps depend on loss, optimizer and penalties
         self.optimizer = optimizers.get(optimizer)
         self.optimizer.build(self.backend, self.params)
         return self
@@ -303,6 +305,9 @@ class Sequential:
         self.optimizer.apply(self.params, self.grads)
 
     def _train_batch(self, X, Y):
+        fused = self.backend.fused_train_step(self, X.shape[0])
+        if fused is not None:
+            return fused(X, Y)
         value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True)
         self._apply_gradients()
         return value, outputs
@@ -313,15 +318,22 @@ class Sequential:
         Y = validation.targets(y, self.n_out, loss_name, X.shape[0], self.dtype)
         return self.backend.asarray(X), self.backend.asarray(Y)
 
+    def _infer(self, X):
+        """Output activations of a device batch, without dropout."""
+        fused = self.backend.fused_forward(self, X.shape[0])
+        if fused is not None:
+            return fused(X).copy()  # the compiled pass reuses its output buffer
+        return self._forward(X, False)[0][-1]
+
     def forward(self, X, training=False):
         """Output activations (batch, n_out) as a backend array."""
         X = self.backend.asarray(validation.inputs(X, self.n_in, self.dtype))
-        return self._forward(X, training)[0][-1]
+        return self._forward(X, True)[0][-1] if training else self._infer(X)
 
     def predict(self, X, batch_size=PREDICT_BATCH):
         """Output activations as a NumPy array, computed in batches of `batch_size`."""
         X = validation.inputs(X, self.n_in, self.dtype)
-        chunks = [self.backend.to_numpy(self._forward(self.backend.asarray(X[i:i + batch_size]), False)[0][-1])
+        chunks = [self.backend.to_numpy(self._infer(self.backend.asarray(X[i:i + batch_size])))
                   for i in range(0, X.shape[0], batch_size)]
         return np.concatenate(chunks)
 

@@ -72,20 +72,17 @@ def test_unknown_backend_from_environment(monkeypatch):
 
 
 def test_missing_backend_package_names_the_extra(monkeypatch):
-    import builtins
+    import sys
 
     from mlp.backends._base import require
 
-    real_import = builtins.__import__
-
-    def no_such_package(name, *args, **kwargs):
-        if name == "numba":
-            raise ImportError("No module named 'numba'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_such_package)
-    with pytest.raises(mlp.BackendUnavailableError, match=r"pip install 'mlp\[numba\]'"):
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail, as if absent
+    with pytest.raises(mlp.BackendUnavailableError, match=r"needs the package 'numba'.*pip install 'mlp\[numba\]'"):
         require("numba", "numba", "numba")
+    monkeypatch.delitem(sys.modules, "mlp.backends.numba", raising=False)
+    monkeypatch.setattr(mlp.backends, "_instances", {})
+    with pytest.raises(mlp.BackendUnavailableError, match=r"pip install 'mlp\[numba\]'"):
+        mlp.MLP([2, 1], backend="numba")
 
 
 def test_loss_output_mismatch():

@@ -58,6 +58,16 @@ class Backend:
         """X[index] for an index array already on this backend (one batch of a shuffle)."""
         return X[index]
 
+    # --- whole-step takeovers (None: the model runs its layer-by-layer path) ------------
+    def fused_train_step(self, model, batch):
+        """A function (X, Y) -> (loss, [A_L]) doing a whole training step for `model` at
+        this batch size, when this backend has a faster one; None otherwise."""
+        return None
+
+    def fused_forward(self, model, batch):
+        """A function X -> A_L doing the whole inference pass, or None."""
+        return None
+
     # --- dense layer --------------------------------------------------------------
     def linear(self, X, W, b):
         """Z = X W^T + b."""

@@ -1,0 +1,152 @@
+"""The Numba backend: compiled, fused CPU kernels from the same formulas as NumPy.
+
+- Small batches: the whole training step (forward, loss, backward, penalties, clipping,
+  update) and the whole forward pass are one compiled call, generated per architecture with
+  BLAS-free loops (mlp.kernels.numba_codegen), no Python per layer.
+- Large batches: GEMMs on NumPy's BLAS (faster here than the SciPy BLAS that np.dot inside
+  njit calls); bias + activation, and activation derivative x delta + bias gradient, are
+  each one fused compiled pass; the optimizer is one fused pass over the flat buffer.
+- Which one runs is decided by a measured crossover batch size per layer width
+  (mlp/kernels/numba_crossover.json, re-measured by `python -m mlp.kernels.numba_crossover`);
+  MLP_NUMBA_CROSSOVER=N overrides it.
+Compiled code is cached on disk (MLP_CACHE_DIR, default ~/.cache/mlp/numba).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from mlp.backends._base import require
+from mlp.backends.numpy import Backend as _NumpyBackend
+
+numba = require("numba", "numba", "numba")
+
+from mlp.kernels import numba_codegen as codegen  # noqa: E402  (needs numba)
+from mlp.kernels import numba_cpu as kernels  # noqa: E402
+
+CROSSOVER_FILE = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
+
+
+def load_crossover(path=CROSSOVER_FILE) -> dict:
+    """{widest layer: largest batch size at which the whole compiled step is faster}."""
+    with open(path) as f:
+        return {int(width): int(batch) for width, batch in json.load(f)["by_width"].items()}
+
+
+class Backend(_NumpyBackend):
+    name = "numba"
+
+    def __init__(self):
+        self.crossover = load_crossover()
+        override = os.environ.get("MLP_NUMBA_CROSSOVER")
+        self.crossover_override = int(override) if override else None
+        self._elementwise = {}
+
+    # --- which path -----------------------------------------------------------------
+    def crossover_for(self, widest: int) -> int:
+        if self.crossover_override is not None:
+            return self.crossover_override
+        for width in sorted(self.crossover):
+            if widest <= width:
+                return self.crossover[width]
+        return self.crossover[max(self.crossover)]
+
+    def _fusable(self, model, batch):
+        from mlp.layers import Dense
+
+        if any(not isinstance(layer, Dense) for layer in model.layers):
+            return False  # dropout: the per-layer path (fused element-wise kernels)
+        if any(not layer.activation.elementwise for layer in model.dense_layers[:-1]):
+            return False
+        widest = max(max(layer.n_in, layer.n_out) for layer in model.dense_layers)
+        return batch <= self.crossover_for(widest)
+
+    @staticmethod
+    def _layers(model):
+        return tuple(codegen.Layer(l.n_in, l.n_out, l.activation.name, tuple(l.activation.params.items()))
+                     for l in model.dense_layers)
+
+    # --- the whole step as one compiled call ----------------------------------------
+    def fused_train_step(self, model, batch):
+        """A function (X, Y) -> (loss, [A_L]) doing one training step, or None when the
+        per-layer path is the faster (or the only) one for this model and batch size."""
+        if not self._fusable(model, batch):
+            return None
+        optimizer = model.optimizer
+        key = ("step", batch, id(optimizer))
+        cache = model._kernel_cache
+        if key not in cache:
+            from mlp.optimizers import Adam
+
+            kind = "adam" if isinstance(optimizer, Adam) else (
+                "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
+            plan = codegen.StepPlan(self._layers(model), model.loss.name, model.loss.fused_with is not None,
+                                    kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None)
+            step = kernels.load(codegen.step_source(plan)).step
+            sizes = [layer.n_out for layer in model.dense_layers]
+            A = [np.empty((batch, size), model.dtype) for size in sizes]
+            D = [np.empty((batch, size), model.dtype) for size in sizes]
+            state = optimizer.state_arrays()
+            dummy = np.zeros(1, model.dtype)
+            s1 = state.get("m", state.get("velocity", dummy))
+            s2 = state.get("v", dummy)
+            params, grads = model.params, model.grads
+
+            def train(X, Y):
+                if kind == "adam":
+                    optimizer.step += 1
+                    h1, h2, eps, t = optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
+                else:
+                    h1, h2, eps, t = optimizer.momentum, 0.0, 0.0, 0
+                loss = step(X, Y, params, grads, s1, s2, *A, *D, optimizer.lr, h1, h2, eps, t,
+                            model.l1, model.l2, model.clip_norm or 0.0)
+                return loss, [A[-1]]
+
+            cache[key] = train
+        return cache[key]
+
+    def fused_forward(self, model, batch):
+        """A function X -> A_L (a buffer reused between calls), or None."""
+        if not self._fusable(model, batch):
+            return None
+        key = ("forward", batch)
+        cache = model._kernel_cache
+        if key not in cache:
+            forward = kernels.load(codegen.forward_source(self._layers(model))).forward
+            A = [np.empty((batch, layer.n_out), model.dtype) for layer in model.dense_layers]
+            cache[key] = lambda X: forward(X, model.params, *A)
+        return cache[key]
+
+    # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------
+    def _kernels_for(self, activation):
+        key = (activation.name, tuple(activation.params.items()))
+        if key not in self._elementwise:
+            self._elementwise[key] = kernels.load(codegen.elementwise_source(*key))
+        return self._elementwise[key]
+
+    def dense_forward(self, X, W, b, activation):
+        Z = X @ W.T
+        self._kernels_for(activation).bias_activation(Z, b)
+        return Z
+
+    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
+        if activation is None:
+            return super().dense_backward(X, W, A, dA, None, dW, db, need_dX)
+        dZ = np.empty_like(dA)
+        self._kernels_for(activation).backward_bias(A, np.ascontiguousarray(dA), dZ, db)
+        np.matmul(dZ.T, X, out=dW)
+        return dZ @ W if need_dX else None
+
+    def square_norm(self, v):
+        return v.dtype.type(kernels.square_norm(np.ascontiguousarray(v)))
+
+    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
+        if momentum == 0.0:
+            kernels.sgd_update(params, grads, lr)
+        else:
+            kernels.momentum_update(params, grads, velocity, lr, momentum, nesterov)
+
+    def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
+        kernels.adam_update(params, grads, m, v, lr, beta1, beta2, eps, step)

@@ -1,0 +1,83 @@
+"""Numba CPU kernels: loading generated modules (cached on disk) and the fused optimizer
+updates over the flat parameter buffer."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+
+from numba import njit
+
+_FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
+_jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
+
+
+def cache_dir() -> str:
+    """Where generated kernels and their compiled code live (MLP_CACHE_DIR to move it)."""
+    base = os.environ.get("MLP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mlp")
+    return os.path.join(base, "numba")
+
+
+_modules = {}
+
+
+def load(source: str):
+    """Import generated source as a module from a file named by its hash, so Numba's
+    cache=True finds the compiled code again in later processes."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    if digest in _modules:
+        return _modules[digest]
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"mlp_generated_{digest}.py")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)  # atomic: concurrent processes never import half a file
+    name = f"mlp_generated_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    _modules[digest] = module
+    return module
+
+
+@_jit
+def sgd_update(params, grads, lr):
+    for j in range(params.size):
+        params[j] -= lr * grads[j]
+
+
+@_jit
+def momentum_update(params, grads, velocity, lr, momentum, nesterov):
+    for j in range(params.size):
+        g = grads[j]
+        v = momentum * velocity[j] + g
+        velocity[j] = v
+        params[j] -= lr * (g + momentum * v if nesterov else v)
+
+
+@_jit
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
+    step_size = lr / (1.0 - beta1 ** step)
+    root_bias2 = math.sqrt(1.0 - beta2 ** step)
+    for j in range(params.size):
+        g = grads[j]
+        mj = beta1 * m[j] + (1.0 - beta1) * g
+        vj = beta2 * v[j] + (1.0 - beta2) * g * g
+        m[j] = mj
+        v[j] = vj
+        params[j] -= step_size * mj / (math.sqrt(vj) / root_bias2 + eps)
+
+
+@_jit
+def square_norm(values):
+    total = 0.0
+    for j in range(values.size):
+        total += values[j] * values[j]
+    return total

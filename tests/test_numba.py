@@ -1,0 +1,113 @@
+"""The Numba backend's two paths, each held to the NumPy reference: the whole compiled step
+(small batches) and BLAS GEMMs with fused element-wise kernels (large batches)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mlp
+from mlp import activations
+from tests import test_conformance as conformance
+from tests.conftest import assert_close
+
+pytest.importorskip("numba")
+
+HIDDEN = sorted(set(activations.ACTIVATIONS) - {"step", "softmax"})
+
+
+@pytest.fixture(params=["whole-step", "blas"])
+def numba_path(request, monkeypatch):
+    backend = mlp.get_backend("numba")
+    monkeypatch.setattr(backend, "crossover_override", 10**9 if request.param == "whole-step" else 0)
+    return request.param
+
+
+def one_step(backend, hidden, output, loss, optimizer, X, y, **compile_args):
+    model = mlp.MLP([5, 9, 7, 3], activation=hidden, output=output, backend=backend, dtype="float64", seed=2)
+    model.compile(loss=loss, optimizer=optimizer(), **compile_args)
+    values = [float(model.train_step(X, y)) for _ in range(3)]
+    return values, model.backend.to_numpy(model.params)
+
+
+def check_against_numpy(hidden, output, loss, optimizer, batch=6, **compile_args):
+    rng = np.random.default_rng(0)
+    X, y = conformance.problem(loss, 3, batch, rng)
+    X = X[:, :5]
+    ref_losses, ref_params = one_step("numpy", hidden, output, loss, optimizer, X, y, **compile_args)
+    losses, params = one_step("numba", hidden, output, loss, optimizer, X, y, **compile_args)
+    assert_close(losses, ref_losses, "float64", scale=100)
+    assert_close(params, ref_params, "float64", scale=100)
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_every_activation(numba_path, hidden):
+    check_against_numpy(hidden, "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1))
+
+
+@pytest.mark.parametrize("output,loss", conformance.OUTPUT_LOSS + [("softmax", "mse"), ("sigmoid", "mae")])
+def test_every_loss(numba_path, output, loss):
+    check_against_numpy("tanh", output, loss, lambda: mlp.SGD(lr=0.1))
+
+
+@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1, momentum=0.9),
+                                       lambda: mlp.SGD(lr=0.1, momentum=0.8, nesterov=True),
+                                       lambda: mlp.Adam(lr=0.01)], ids=["momentum", "nesterov", "adam"])
+def test_every_optimizer(numba_path, optimizer):
+    check_against_numpy("relu", "softmax", "cross_entropy", optimizer)
+
+
+def test_penalties_and_clipping(numba_path):
+    check_against_numpy("elu", "sigmoid", "binary_cross_entropy", lambda: mlp.Adam(lr=0.01),
+                        l1=0.01, l2=0.02, clip_norm=0.05)
+
+
+def test_batch_of_one(numba_path):
+    check_against_numpy("tanh", "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1, momentum=0.9), batch=1)
+
+
+def test_conformance_suite_on_both_paths(numba_path, rng):
+    for dtype in ("float32", "float64"):
+        conformance.test_forward_matches_reference("numba", dtype, "relu", 7, rng)
+        conformance.test_training_trajectory_matches_reference("numba", lambda: mlp.Adam(lr=0.01), dtype, rng)
+
+
+def test_dropout_uses_the_per_layer_path():
+    model = mlp.MLP([4, 8, 2], output="softmax", dropout=0.5, backend="numba", seed=0)
+    model.compile(loss="cross_entropy")
+    assert model.backend.fused_train_step(model, 4) is None
+    X = np.ones((4, 4))
+    assert np.isfinite(float(model.train_step(X, [0, 1, 0, 1])))
+
+
+def test_crossover_is_measured_data_and_overridable(monkeypatch):
+    backend = mlp.get_backend("numba")
+    table = backend.crossover
+    assert table and all(isinstance(w, int) and isinstance(b, int) for w, b in table.items())
+    monkeypatch.setattr(backend, "crossover_override", 3)
+    model = mlp.MLP([4, 8, 2], output="softmax", backend="numba").compile(loss="cross_entropy")
+    assert backend.fused_train_step(model, 3) is not None
+    assert backend.fused_train_step(model, 4) is None
+
+
+def test_nan_still_detected_with_fastmath():
+    model = mlp.MLP([2, 16, 1], backend="numba", seed=0)
+    model.compile(loss="mse", optimizer=mlp.SGD(lr=10.0))
+    X = np.array([[1e3, -1e3]] * 8)
+    with np.errstate(all="ignore"), pytest.raises(mlp.TrainingDivergedError):
+        model.fit(X, np.full(8, 1e3), epochs=50, verbose=0)
+
+
+def test_compiled_kernels_are_cached_on_disk(tmp_path):
+    """A second process finds the compiled step in the cache instead of compiling again."""
+    code = ("import time, numpy as np, mlp; m = mlp.MLP([3, 5, 2], output='softmax', backend='numba', seed=0);"
+            "m.compile(loss='cross_entropy'); t = time.perf_counter(); m.train_step(np.ones((2, 3)), [0, 1]);"
+            "print(time.perf_counter() - t)")
+    env = dict(os.environ, MLP_CACHE_DIR=str(tmp_path))
+    run = lambda: float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,  # noqa: E731
+                                       text=True, check=True).stdout)
+    cold = run()
+    assert any(name.endswith(".nbi") for _, _, files in os.walk(tmp_path) for name in files)
+    warm = run()
+    assert warm < cold / 2, (cold, warm)

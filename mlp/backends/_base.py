@@ -87,9 +87,16 @@ class Backend:
         """From dL/dA (or dL/dZ when `activation` is None) write dW: (n_out, n_in) and
         db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed)."""
         dZ = dA if activation is None else activation.derivative(A, dA, **activation.params)
-        self.xp.matmul(dZ.T, X, out=dW)
+        self.weight_gradient(dZ, X, dW)
         self.xp.sum(dZ, axis=0, out=db)
         return dZ @ W if need_dX else None
+
+    def weight_gradient(self, dZ, X, dW):
+        """dW = dZ^T X. For one sample the outer product: BLAS is slow at (n, 1) @ (1, m)."""
+        if X.shape[0] == 1:
+            self.xp.multiply(dZ.T, X, out=dW)
+        else:
+            self.xp.matmul(dZ.T, X, out=dW)
 
     # --- updates over the flat parameter buffer -----------------------------------
     def square_norm(self, v):

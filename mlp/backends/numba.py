@@ -136,7 +136,7 @@ class Backend(_NumpyBackend):
             return super().dense_backward(X, W, A, dA, None, dW, db, need_dX)
         dZ = np.empty_like(dA)
         self._kernels_for(activation).backward_bias(A, np.ascontiguousarray(dA), dZ, db)
-        np.matmul(dZ.T, X, out=dW)
+        self.weight_gradient(dZ, X, dW)
         return dZ @ W if need_dX else None
 
     def square_norm(self, v):

@@ -203,78 +203,108 @@ def step_source(plan: StepPlan) -> str:
             f"            D{L}[i, j] = g_{out.activation}(a, loss_gradient(a, Y[i, j]) * inv_norm{_args(out)})",
         ]
     lines.append("    loss *= inv_norm")
-    # backward: the delta recursion
-    for number in range(L, 0, -1):
-        layer = layers[number - 1]
-        src = "X" if number == 1 else f"A{number - 1}"
-        lines += [
-            f"    for o in range({layer.n_out}):",
-            f"        for k in range({layer.n_in}):",
-            f"            dW{number}[o, k] = 0.0",
-            "        gb = 0.0",
-            "        for i in range(n):",
-            f"            d = D{number}[i, o]",
-            "            gb += d",
-            f"            for k in range({layer.n_in}):",
-            f"                dW{number}[o, k] += d * {src}[i, k]",
-            f"        db{number}[o] = gb",
-        ]
-        if number > 1:
-            prev = layers[number - 2]
-            lines += [
-                "    for i in range(n):",
-                f"        for k in range({layer.n_in}):",
-                f"            D{number - 1}[i, k] = 0.0",
-                f"        for o in range({layer.n_out}):",
-                f"            d = D{number}[i, o]",
-                f"            for k in range({layer.n_in}):",
-                f"                D{number - 1}[i, k] += d * W{number}[o, k]",
-                f"        for k in range({layer.n_in}):",
-                f"            D{number - 1}[i, k] = g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})",
-            ]
-    # penalties on weights (not biases)
-    if plan.l1 or plan.l2:
-        for number in range(1, L + 1):
-            lines += [
-                f"    for o in range({layers[number - 1].n_out}):",
-                f"        for k in range({layers[number - 1].n_in}):",
-                f"            w = W{number}[o, k]",
-            ]
-            if plan.l2:
-                lines += ["            loss += l2 * w * w", f"            dW{number}[o, k] += 2.0 * l2 * w"]
-            if plan.l1:
-                lines += ["            loss += l1 * abs(w)", f"            dW{number}[o, k] += l1 * np.sign(w)"]
-    # clipping by global norm
+    if plan.optimizer == "adam":
+        lines += ["    step_size = lr / (1.0 - h1 ** t)", "    root_bias2 = math.sqrt(1.0 - h2 ** t)"]
     if plan.clip:
-        lines += [
-            "    square = 0.0",
-            "    for j in range(grads.size):",
-            "        square += grads[j] * grads[j]",
-            "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))",
-            "    for j in range(grads.size):",
-            "        grads[j] *= scale",
-        ]
-    # the update, over the flat buffer
-    if plan.optimizer == "sgd":
-        lines += ["    for j in range(params.size):", "        params[j] -= lr * grads[j]"]
-    elif plan.optimizer in ("momentum", "nesterov"):
-        step = "g + h1 * v" if plan.optimizer == "nesterov" else "v"
-        lines += ["    for j in range(params.size):", "        g = grads[j]",
-                  "        v = h1 * s1[j] + g", "        s1[j] = v", f"        params[j] -= lr * ({step})"]
-    else:  # adam
-        lines += [
-            "    step_size = lr / (1.0 - h1 ** t)",
-            "    root_bias2 = math.sqrt(1.0 - h2 ** t)",
-            "    for j in range(params.size):",
-            "        g = grads[j]",
-            "        m = h1 * s1[j] + (1.0 - h1) * g",
-            "        v = h2 * s2[j] + (1.0 - h2) * g * g",
-            "        s1[j] = m",
-            "        s2[j] = v",
-            "        params[j] -= step_size * m / (math.sqrt(v) / root_bias2 + eps)",
-        ]
+        lines += _backward_then_update(plan)
+    else:
+        lines += _backward_with_update(plan)
     lines.append("    return loss")
     return "\n".join(lines) + "\n"
+
+
+def _update(plan, target, grad, index, indent):
+    """One optimizer update of `target` (a parameter element) by gradient `grad`, with its
+    optimizer state at flat position `index`; the same rules as the backend's updates."""
+    if plan.optimizer == "sgd":
+        return [f"{indent}{target} -= lr * {grad}"]
+    if plan.optimizer in ("momentum", "nesterov"):
+        step = f"{grad} + h1 * v" if plan.optimizer == "nesterov" else "v"
+        return [f"{indent}v = h1 * s1[{index}] + {grad}", f"{indent}s1[{index}] = v",
+                f"{indent}{target} -= lr * ({step})"]
+    return [f"{indent}m = h1 * s1[{index}] + (1.0 - h1) * {grad}",
+            f"{indent}v = h2 * s2[{index}] + (1.0 - h2) * {grad} * {grad}",
+            f"{indent}s1[{index}] = m", f"{indent}s2[{index}] = v",
+            f"{indent}{target} -= step_size * m / (math.sqrt(v) / root_bias2 + eps)"]
+
+
+def _input_delta_zero(number, layer):
+    return ["    for i in range(n):", f"        for k in range({layer.n_in}):",
+            f"            D{number - 1}[i, k] = 0.0"]
+
+
+def _input_delta_activation(plan, number):
+    prev, layer = plan.layers[number - 2], plan.layers[number - 1]
+    return ["    for i in range(n):", f"        for k in range({layer.n_in}):",
+            f"            D{number - 1}[i, k] = g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})"]
+
+
+def _penalty(plan, gradient, weight, indent):
+    lines = []
+    if plan.l2:
+        lines += [f"{indent}loss += l2 * {weight} * {weight}", f"{indent}{gradient} += 2.0 * l2 * {weight}"]
+    if plan.l1:
+        lines += [f"{indent}loss += l1 * abs({weight})", f"{indent}{gradient} += l1 * np.sign({weight})"]
+    return lines
+
+
+def _backward_with_update(plan):
+    """The delta recursion with each row of W updated as soon as its gradient row is known
+    (after that row has given its share of the input delta): a step reads and writes every
+    weight about three times in all, the least a training step can. `grads` is not written."""
+    layers, lines = plan.layers, []
+    widest_in = max(layer.n_in for layer in layers)
+    lines.append(f"    row = np.empty({widest_in}, dtype=params.dtype)")
+    for number in range(len(layers), 0, -1):
+        layer = layers[number - 1]
+        src = "X" if number == 1 else f"A{number - 1}"
+        start, w_end, _ = _offsets(layers)[number - 1]
+        if number > 1:
+            lines += _input_delta_zero(number, layer)
+        lines += [f"    for o in range({layer.n_out}):"]
+        if number > 1:
+            lines += ["        for i in range(n):", f"            d = D{number}[i, o]",
+                      f"            for k in range({layer.n_in}):",
+                      f"                D{number - 1}[i, k] += d * W{number}[o, k]"]
+        lines += [f"        for k in range({layer.n_in}):", "            row[k] = 0.0",
+                  "        gb = 0.0", "        for i in range(n):", f"            d = D{number}[i, o]",
+                  "            gb += d", f"            for k in range({layer.n_in}):",
+                  f"                row[k] += d * {src}[i, k]",
+                  f"        for k in range({layer.n_in}):"]
+        lines += _penalty(plan, "row[k]", f"W{number}[o, k]", "            ")
+        lines += _update(plan, f"W{number}[o, k]", "row[k]", f"{start} + o * {layer.n_in} + k", "            ")
+        lines += _update(plan, f"b{number}[o]", "gb", f"{w_end} + o", "        ")
+        if number > 1:
+            lines += _input_delta_activation(plan, number)
+    return lines
+
+
+def _backward_then_update(plan):
+    """With clipping the update needs the global gradient norm first: gradients go to
+    `grads`, then one scaled update pass over the flat buffer."""
+    layers, lines = plan.layers, []
+    for number in range(len(layers), 0, -1):
+        layer = layers[number - 1]
+        src = "X" if number == 1 else f"A{number - 1}"
+        lines += [f"    for o in range({layer.n_out}):", f"        for k in range({layer.n_in}):",
+                  f"            dW{number}[o, k] = 0.0", "        gb = 0.0", "        for i in range(n):",
+                  f"            d = D{number}[i, o]", "            gb += d",
+                  f"            for k in range({layer.n_in}):",
+                  f"                dW{number}[o, k] += d * {src}[i, k]", f"        db{number}[o] = gb"]
+        penalty = _penalty(plan, f"dW{number}[o, k]", f"W{number}[o, k]", "            ")
+        if penalty:
+            lines += [f"        for k in range({layer.n_in}):"] + penalty
+        if number > 1:
+            lines += _input_delta_zero(number, layer)
+            lines += ["    for i in range(n):", f"        for o in range({layer.n_out}):",
+                      f"            d = D{number}[i, o]", f"            for k in range({layer.n_in}):",
+                      f"                D{number - 1}[i, k] += d * W{number}[o, k]"]
+            lines += _input_delta_activation(plan, number)
+    lines += ["    square = 0.0", "    for j in range(grads.size):", "        square += grads[j] * grads[j]",
+              "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))", "    for j in range(params.size):",
+              "        g = grads[j] * scale", "        grads[j] = g"]
+    lines += _update(plan, "params[j]", "g", "j", "        ")
+    return lines
 
 
 def elementwise_source(activation: str, params: tuple) -> str:

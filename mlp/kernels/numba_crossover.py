@@ -1,0 +1,80 @@
+"""Measure where the Numba backend's whole compiled step stops beating its BLAS path.
+
+For networks [w, w, w, 10] (ReLU, softmax cross-entropy, SGD) at widths w, time one training
+step both ways over batch sizes 1, 2, 4, ...; the crossover of a width is the largest batch at
+which the compiled step is faster. Written to numba_crossover.json beside this file (or --out).
+
+    python -m mlp.kernels.numba_crossover [--out PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def time_step(backend, model, X, Y, override):
+    from mlp.bench.timing import measure
+
+    backend.crossover_override = override
+    model._kernel_cache.clear()
+    return measure(lambda: model._train_batch(X, Y), backend.synchronize,
+                   min_repeat_time=0.02, repeats=3, warmup=2)["seconds"]
+
+
+def measure_crossover(widths=WIDTHS, max_batch=8192, verbose=True):
+    import mlp
+
+    backend = mlp.get_backend("numba")
+    saved = backend.crossover_override
+    table, timings = {}, {}
+    try:
+        for width in widths:
+            model = mlp.MLP([width, width, width, 10], output="softmax", backend="numba", seed=0)
+            model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=0.01), metrics=[])
+            best, losses_in_a_row, batch = 0, 0, 1
+            while batch <= max_batch and losses_in_a_row < 2:
+                rng = np.random.default_rng(0)
+                X = rng.standard_normal((batch, width)).astype(np.float32)
+                Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
+                fused = time_step(backend, model, X, Y, 10**9)
+                blas = time_step(backend, model, X, Y, 0)
+                timings[f"{width}/{batch}"] = {"whole_step_s": fused, "blas_s": blas}
+                if verbose:
+                    print(f"width {width:5d} batch {batch:5d}: whole step {fused * 1e6:9.1f} us, "
+                          f"BLAS path {blas * 1e6:9.1f} us", flush=True)
+                if fused < blas:
+                    best, losses_in_a_row = batch, 0
+                else:
+                    losses_in_a_row += 1
+                batch *= 2
+            table[width] = best
+    finally:
+        backend.crossover_override = saved
+    return table, timings
+
+
+def main(argv=None):
+    from mlp.backends.numba import CROSSOVER_FILE
+    from mlp.bench.machine import command_line, cpu_model
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=CROSSOVER_FILE)
+    args = parser.parse_args(argv)
+    table, timings = measure_crossover()
+    result = {"by_width": {str(w): b for w, b in table.items()},
+              "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+              "command": command_line() if "numba_crossover" not in command_line() else
+              "python -m mlp.kernels.numba_crossover", "timings": timings}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"crossover by width: {table}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

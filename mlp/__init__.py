@@ -1,6 +1,6 @@
 """mlp: multilayer perceptrons with hand-derived backpropagation on swappable array
 backends (NumPy reference, Numba, CuPy), chosen by MLP_BACKEND or `backend=`."""
-from mlp import activations, backends, data, datasets, losses, metrics, schedules
+from mlp import activations, backends, checkpoint, data, datasets, losses, metrics, schedules
 from mlp.backends import available as available_backends, get_backend
 from mlp.data import MinMaxScaler, StandardScaler, one_hot, train_test_split, train_val_test_split
 from mlp.diagnostics import diagnose
@@ -15,11 +15,21 @@ from mlp.schedules import CosineLR, ExponentialLR, ReduceLROnPlateau, StepLR
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # the scikit-learn estimators load scikit-learn only when asked for
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from mlp import sklearn as _sklearn
+
+        return getattr(_sklearn, name)
+    raise AttributeError(f"module 'mlp' has no attribute {name!r}")
+
 __all__ = [
     "MLP", "Sequential", "Dense", "Dropout", "SGD", "Adam", "EarlyStopping", "History",
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",
     "StandardScaler", "MinMaxScaler", "train_test_split", "train_val_test_split",
     "MLPError", "BackendUnavailableError", "ModelFileError", "TrainingDivergedError",
-    "activations", "backends", "data", "datasets", "losses", "metrics", "schedules",
+    "activations", "backends", "checkpoint", "data", "datasets", "losses", "metrics", "schedules",
+    "MLPClassifier", "MLPRegressor",
 ]

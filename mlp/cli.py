@@ -3,6 +3,7 @@ Errors in arguments or data are one clear line, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -18,10 +19,20 @@ def _ints(text):
     return values
 
 
-def _load_data(source, seed):
-    """A built-in dataset name or an .npz (arrays X and y) / .csv (last column y) file."""
+FILE_DATASETS = ("mnist", "fashion-mnist")
+
+
+def _load_data(source, seed, data_dir=None, split="train"):
+    """A built-in dataset name, mnist/fashion-mnist (IDX files in --data-dir), or an .npz
+    (arrays X and y) / .csv (last column y) file."""
     from mlp import datasets
 
+    if source in FILE_DATASETS:
+        if not data_dir:
+            raise ValueError(f"--data {source} reads the original IDX files: give their folder with --data-dir")
+        return datasets.mnist(data_dir, split)
+    if source == "digits":
+        return datasets.digits()
     if source in datasets.DATASETS:
         return datasets.load(source, seed=seed) if source != "xor" else datasets.xor()
     if source.endswith(".npz"):
@@ -33,27 +44,27 @@ def _load_data(source, seed):
         table = np.loadtxt(source, delimiter=",", ndmin=2)
         return table[:, :-1], table[:, -1]
     raise ValueError(f"unknown data {source!r}: give a built-in dataset "
-                     f"({', '.join(datasets.DATASETS)}) or a .npz/.csv file")
-
-
-def _labels_for(model, y):
-    """Classification targets as integer labels 0..k-1 (returns labels, class values)."""
-    classes, labels = np.unique(np.asarray(y).reshape(-1), return_inverse=True)
-    return labels, classes
+                     f"({', '.join(datasets.DATASETS)}, digits), mnist/fashion-mnist with --data-dir, "
+                     "or a .npz/.csv file")
 
 
 def cmd_train(args):
     import mlp
 
-    X, y = _load_data(args.data, args.seed)
+    X, y = _load_data(args.data, args.seed, args.data_dir, "train")
+    if args.data in FILE_DATASETS:  # the dataset's own test split
+        X_train, y_train = X, y
+        X_test, y_test = _load_data(args.data, args.seed, args.data_dir, "test")
+    else:
+        X_train, X_test, y_train, y_test = mlp.train_test_split(X, y, test=args.test, seed=args.seed)
     classification = args.loss in ("cross_entropy", "binary_cross_entropy")
-    if classification:
-        y, classes = _labels_for(None, y)
+    if classification:  # any label values: encoded as 0..k-1
+        classes, y_train = np.unique(np.asarray(y_train).reshape(-1), return_inverse=True)
+        y_test = np.searchsorted(classes, np.asarray(y_test).reshape(-1))
     n_out = (len(classes) if args.loss == "cross_entropy" else 1) if classification else \
         (1 if np.ndim(y) == 1 else np.shape(y)[1])
     sizes = [X.shape[1], *args.hidden, n_out]
     output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(args.loss, "identity")
-    X_train, X_test, y_train, y_test = mlp.train_test_split(X, y, test=args.test, seed=args.seed)
     scaler = mlp.StandardScaler().fit(X_train)
     model = mlp.MLP(sizes, activation=args.activation, output=output, backend=args.backend,
                     seed=args.seed, dropout=args.dropout)
@@ -62,10 +73,15 @@ def cmd_train(args):
     print(f"training {'-'.join(map(str, sizes))} ({args.activation}, {output} output) on "
           f"{args.data}: {len(X_train)} train / {len(X_test)} test samples, backend "
           f"{model.backend.name}", file=sys.stderr)
-    model.fit(scaler.transform(X_train), y_train, epochs=args.epochs, batch_size=args.batch_size,
-              verbose=1)
+    history = model.fit(scaler.transform(X_train), y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=args.validation, verbose=1)
     result = model.evaluate(scaler.transform(X_test), y_test)
     print("test " + " - ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if args.plot:
+        from mlp import plots
+
+        plots.training_curves(history, args.plot, title=f"{args.data}: {'-'.join(map(str, sizes))}")
+        print(f"wrote the training curves to {args.plot}", file=sys.stderr)
     if args.output:
         model.save(args.output)
         print(f"saved the model to {args.output}", file=sys.stderr)
@@ -78,7 +94,7 @@ def cmd_evaluate(args):
     model = mlp.load(args.model, backend=args.backend)
     if model.loss is None:
         raise ValueError(f"{args.model} was saved before compile(): it has no loss to evaluate")
-    X, y = _load_data(args.data, args.seed)
+    X, y = _load_data(args.data, args.seed, args.data_dir, "test")
     print(" - ".join(f"{k} {v:.4f}" for k, v in model.evaluate(X, y).items()))
     return 0
 
@@ -87,9 +103,17 @@ def cmd_predict(args):
     import mlp
 
     model = mlp.load(args.model, backend=args.backend)
-    X, _ = _load_data(args.data, args.seed)
+    X, _ = _load_data(args.data, args.seed, args.data_dir, "test")
     np.savetxt(sys.stdout, model.predict(X), fmt="%.6g", delimiter=",")
     return 0
+
+
+def cuda_libraries() -> dict:
+    """Which CUDA libraries the dynamic loader can find (driver, runtime, cuBLAS, NVRTC)."""
+    import ctypes.util
+
+    return {name: ctypes.util.find_library(lib) for name, lib in
+            (("driver", "cuda"), ("runtime", "cudart"), ("cuBLAS", "cublas"), ("NVRTC", "nvrtc"))}
 
 
 def cmd_info(args):
@@ -97,12 +121,20 @@ def cmd_info(args):
 
     import mlp
     from mlp.backends import names, unavailable_reason
+    from mlp.bench import machine
 
     print(f"mlp {mlp.__version__} on Python {platform.python_version()} ({platform.machine()}), "
           f"NumPy {np.__version__}")
+    print(f"CPU: {machine.cpu_model()}, {os.cpu_count()} cores")
     for name in names():
         reason = unavailable_reason(name)
         print(f"  backend {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
+    for lib in machine.blas():
+        print("  BLAS: " + ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None))
+    found = cuda_libraries()
+    print("  CUDA libraries: " + ", ".join(f"{k} {v or 'not found'}" for k, v in found.items()))
+    versions = machine.versions()
+    print("  packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return 0
 
 
@@ -111,7 +143,11 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model and report test metrics")
-    train.add_argument("--data", default="spirals", help="built-in dataset or .npz/.csv file (default: spirals)")
+    train.add_argument("--data", default="spirals",
+                       help="spirals, moons, circles, xor, digits, mnist, fashion-mnist, or a .npz/.csv file")
+    train.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
+    train.add_argument("--validation", type=float, default=0.0, help="share of training data for validation")
+    train.add_argument("--plot", default=None, help="write the training curves to this PNG")
     train.add_argument("--hidden", type=_ints, default=[64, 64], help="hidden sizes, e.g. 64,64")
     train.add_argument("--activation", default="tanh")
     train.add_argument("--loss", default="cross_entropy",
@@ -133,6 +169,7 @@ def build_parser():
     evaluate.add_argument("data")
     evaluate.add_argument("--backend", default=None)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = sub.add_parser("predict", help="print a saved model's outputs as CSV")
@@ -140,6 +177,7 @@ def build_parser():
     predict.add_argument("data")
     predict.add_argument("--backend", default=None)
     predict.add_argument("--seed", type=int, default=0)
+    predict.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
     predict.set_defaults(run=cmd_predict)
 
     from mlp.bench.__main__ import add_arguments, run_from_args

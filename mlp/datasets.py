@@ -50,6 +50,94 @@ DATASETS = {"xor": xor, "spirals": spirals, "circles": circles, "moons": moons}
 
 
 def load(name, **kwargs):
+    """A built-in synthetic dataset by name, or 'digits' (scikit-learn's 8x8 digits)."""
+    if name == "digits":
+        return digits()
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}. Built-in datasets: {', '.join(DATASETS)}.")
+        raise ValueError(f"Unknown dataset {name!r}. Built-in datasets: {', '.join(DATASETS)}, digits "
+                         "(and mnist/fashion_mnist from local files).")
     return DATASETS[name](**kwargs)
+
+
+# --- MNIST and Fashion-MNIST from local IDX files (nothing is downloaded) ---------------------
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path) -> np.ndarray:
+    """One IDX file (gzip or not): magic 0x0000TTDD (TT element type, DD dimensions), then DD
+    big-endian uint32 sizes, then the data. Checked for magic number and size."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ValueError(f"cannot read IDX file {path}: {error}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
+    dims = data[3]
+    header = 4 + 4 * dims
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise ValueError(f"{path} holds {len(data)} bytes but its header {shape} needs {expected}: "
+                         "the file is truncated or damaged")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find(folder, name):
+    import os
+
+    for candidate in (name, name + ".gz", name.replace("-idx", ".idx"), name.replace("-idx", ".idx") + ".gz"):
+        path = os.path.join(folder, candidate)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def mnist(folder, split="train", flatten=True, normalize=True):
+    """MNIST (or Fashion-MNIST: same files, same format) from `folder`, which must hold the
+    original IDX files, gzip or not: train-images-idx3-ubyte, train-labels-idx1-ubyte,
+    t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte. Returns X: (n, 784) floats in [0, 1]
+    (or (n, 28, 28) uint8 with flatten=False, normalize=False) and y: (n,) labels 0..9."""
+    if split not in IDX_FILES:
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    images_name, labels_name = IDX_FILES[split]
+    images_path, labels_path = _find(folder, images_name), _find(folder, labels_name)
+    if images_path is None or labels_path is None:
+        raise FileNotFoundError(
+            f"MNIST-format files for the {split} split are not in {folder!r}: expected "
+            f"{images_name}[.gz] and {labels_name}[.gz] (from the dataset's original site; "
+            "nothing is downloaded)"
+        )
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
+        raise ValueError(f"{images_path} and {labels_path} do not have MNIST's shapes: "
+                         f"images {images.shape}, labels {labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels in {folder!r}")
+    X = images.reshape(len(images), -1) if flatten else images
+    if normalize:
+        X = X.astype(np.float32) / 255.0
+    return X, labels.astype(np.int64)
+
+
+fashion_mnist = mnist  # the same files and format, other pictures
+
+
+def digits():
+    """The 8x8 handwritten digits that scikit-learn ships: X (1797, 64) in [0, 16], y 0..9."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError("the digits dataset comes with scikit-learn: pip install 'mlp[sklearn]'") from None
+    data = load_digits()
+    return data.data.astype(np.float64), data.target.astype(np.int64)

@@ -43,15 +43,17 @@ def _digest(params: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()
 
 
-def save(model, path):
+def save(model, path, extra_header=None, extra_arrays=None):
+    """Write `model` to `path` atomically; checkpoints add their state in the extras."""
     params = model.backend.to_numpy(model.params)
-    header = {"format": FORMAT, "version": VERSION, **model.config(), "sha256": _digest(params)}
+    header = {"format": FORMAT, "version": VERSION, **model.config(), "sha256": _digest(params),
+              **(extra_header or {})}
     if model.loss is not None:
         header["compile"] = {"loss": model.loss.name, "optimizer": model.optimizer.config(),
                              "l1": model.l1, "l2": model.l2, "clip_norm": model.clip_norm,
                              "metrics": model.metrics}
     atomic_write_npz(path, {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-                            "params": params})
+                            "params": params, **(extra_arrays or {})})
 
 
 def read(path):

@@ -386,13 +386,18 @@ class Sequential:
     # --- training loop --------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=0.0, early_stopping=None, lr_schedule=None, verbose=1,
-            diagnostics=False):
+            diagnostics=False, checkpoint=None, checkpoint_every=1, resume=None):
         """Train for `epochs` passes over (X, y). batch_size=None is full-batch gradient
         descent, 1 online (per-sample), anything else mini-batch. `validation_split` holds
         out a seeded random share of the data. `early_stopping` (patience or EarlyStopping)
         restores the best weights. `diagnostics=True` records per-layer statistics of the
         last step of each epoch in history['diagnostics'] (off: no cost).
+        `checkpoint=path` saves the model and the whole training state atomically every
+        `checkpoint_every` epochs; `resume=path` continues from such a file, so that an
+        interrupted and resumed run ends with the same weights as an uninterrupted one
+        (`epochs` counts from the start of the original run).
         Returns a History."""
+        from mlp import checkpoint as checkpoint_mod
         from mlp import diagnostics as diagnostics_mod
 
         self._require_compiled()
@@ -400,6 +405,11 @@ class Sequential:
             raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
         X = validation.inputs(X, self.n_in, self.dtype)
         Y = validation.targets(y, self.n_out, self.loss.name, X.shape[0], self.dtype)
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
+        if resume is not None:  # replay the validation split exactly as the original run drew it
+            self._shuffle_rng.bit_generator.state = checkpoint_mod.fit_start_state(resume)
+        fit_start_rng = self._shuffle_rng.bit_generator.state
         X, Y, X_val, Y_val = self._split_validation(X, Y, validation_data, validation_split)
         stopper = EarlyStopping.from_arg(early_stopping)
         if stopper and stopper.monitor.startswith("val_") and X_val is None:
@@ -414,10 +424,13 @@ class Sequential:
             X_val, Y_val = backend.asarray(X_val), backend.asarray(Y_val)
         history = History()
         base_lr = self.optimizer.lr
+        first_epoch = 0
+        if resume is not None:
+            first_epoch = checkpoint_mod.restore(resume, self, history, schedule, stopper)
         steps = math.ceil(n / batch)
         bar = progress.Progress(verbose, epochs, steps, n)
         try:
-            for epoch in range(epochs):
+            for epoch in range(first_epoch, epochs):
                 if schedule is not None:
                     self.optimizer.lr = schedule(epoch, base_lr)
                 index = backend.asarray(self._shuffle_rng.permutation(n)) if shuffle else None
@@ -460,7 +473,11 @@ class Sequential:
                 if schedule is not None:
                     schedule.observe(logs.get("val_loss", logs["loss"]))
                 bar.end_epoch(logs)
-                if stopper and stopper.update(epoch, logs, self):
+                stop = stopper is not None and stopper.update(epoch, logs, self)
+                if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or stop or epoch == epochs - 1):
+                    checkpoint_mod.save(checkpoint, self, next_epoch=epoch + 1, history=history,
+                                        fit_start_rng=fit_start_rng, schedule=schedule, stopper=stopper)
+                if stop:
                     break
         finally:
             bar.close()

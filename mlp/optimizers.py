@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
-
 
 def _check(value, name, low=0.0, high=None, low_open=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -93,7 +91,7 @@ class Adam(Optimizer):
                                  self.beta1, self.beta2, self.eps, self.step)
 
     def state_arrays(self):
-        return {"m": self.m, "v": self.v, "step": np.asarray(self.step)}
+        return {"m": self.m, "v": self.v}
 
     def config(self):
         return {"name": "adam", "lr": self.lr, "betas": [self.beta1, self.beta2], "eps": self.eps}

@@ -49,6 +49,13 @@ class Backend:
         """A random generator on this backend, for dropout masks."""
         return np.random.default_rng(seed)
 
+    def rng_state(self, rng):
+        """The generator's state as JSON-able data (for checkpoints)."""
+        return rng.bit_generator.state
+
+    def set_rng_state(self, rng, state):
+        rng.bit_generator.state = state
+
     def dropout_mask(self, rng, shape, rate, dtype):
         """Inverted dropout: keep with probability 1 - rate, scale kept units by 1/(1-rate)."""
         keep = 1.0 - rate

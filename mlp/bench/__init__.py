@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from mlp.bench import machine, references
-from mlp.bench.networks import NETWORKS, Network, custom, synthetic_data
+from mlp.bench import machine
+from mlp.bench.networks import LR, NETWORKS, Network, synthetic_data
 from mlp.bench.timing import measure, peak_gemm_flops
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048, 8192)
@@ -34,7 +34,7 @@ def backend_step(backend_name, network: Network, batch, mode, dtype="float32", s
 
     model = mlp.MLP(network.sizes, activation=network.activation, output=network.output,
                     backend=backend_name, dtype=dtype, seed=seed)
-    model.compile(loss=network.loss, optimizer=mlp.SGD(lr=references.LR), metrics=[])
+    model.compile(loss=network.loss, optimizer=mlp.SGD(lr=LR), metrics=[])
     X, Y = synthetic_data(network, batch, seed=seed, dtype=dtype)
     X, Y = model.backend.asarray(X), model.backend.asarray(Y)
     if mode == "train":
@@ -51,6 +51,7 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
         timing=None, progress=True, device="cpu"):
     """Measure everything; returns the report dict (see README: benchmarks)."""
     import mlp
+    from mlp.bench import references  # not at import time: it is also run as a script
 
     threads = threads or os.cpu_count()
     timing = timing or {}
@@ -90,7 +91,7 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
     _annotate(results, by_name, peaks)
     return {"machine": machine.describe(backend_objects, threads, dtype), "peak_gemm": peaks,
             "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "timing": timing,
-                         "optimizer": f"SGD(lr={references.LR})"},
+                         "optimizer": f"SGD(lr={LR})"},
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
 
 

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+LR = 0.01  # SGD learning rate of every implementation in a benchmark
+
 
 @dataclass(frozen=True)
 class Network:

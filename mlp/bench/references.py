@@ -13,10 +13,9 @@ import sys
 
 import numpy as np
 
-from mlp.bench.networks import NETWORKS, Network, custom, synthetic_data
+from mlp.bench.networks import LR, NETWORKS, Network, custom, synthetic_data
 from mlp.bench.timing import measure
 
-LR = 0.01
 FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "jax-jit")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -145,10 +144,10 @@ def jax_steps(network: Network, X, Y):
         state["params"] = train_step(state["params"], X_d, Y_d)
 
     def infer():
-        return infer_jit(state["params"], X_d)
+        state["output"] = infer_jit(state["params"], X_d)
 
-    def sync():
-        jax.block_until_ready(state["params"])
+    def sync():  # JAX dispatches asynchronously: wait for the step's results, outputs included
+        jax.block_until_ready((state["params"], state.get("output")))
 
     return train, infer, sync
 

@@ -111,3 +111,10 @@ def test_activations_are_stable_at_extremes():
     assert activations.sigmoid(z).dtype == np.float32
     np.testing.assert_allclose(activations.sigmoid(np.array([-30.0, 30.0])),
                                [1 / (1 + np.exp(30.0)), 1 / (1 + np.exp(-30.0))], rtol=1e-14)
+
+
+def test_float32_formulas_stay_within_3e7_of_the_exact_ones():
+    z = np.linspace(-30, 30, 600_001)
+    assert np.abs(activations.tanh_float32(z) - np.tanh(z)).max() < 3e-7
+    assert np.abs(activations.sigmoid_float32(z) - activations.sigmoid(z)).max() < 3e-7
+    assert set(activations.FLOAT32_FORMULAS) <= set(activations.ACTIVATIONS)

@@ -96,7 +96,11 @@ class Backend:
         dZ = dA if activation is None else activation.derivative(A, dA, **activation.params)
         self.weight_gradient(dZ, X, dW)
         self.xp.sum(dZ, axis=0, out=db)
-        return dZ @ W if need_dX else None
+        return self.input_delta(dZ, W) if need_dX else None
+
+    def input_delta(self, dZ, W):
+        """dX = dZ W. Through a one-unit layer a broadcast product: BLAS is slow at (n, 1) @ (1, m)."""
+        return dZ * W if W.shape[0] == 1 else dZ @ W
 
     def weight_gradient(self, dZ, X, dW):
         """dW = dZ^T X. For one sample the outer product: BLAS is slow at (n, 1) @ (1, m)."""

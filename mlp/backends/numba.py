@@ -83,7 +83,8 @@ class Backend(_NumpyBackend):
             kind = "adam" if isinstance(optimizer, Adam) else (
                 "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
             plan = codegen.StepPlan(self._layers(model), model.loss.name, model.loss.fused_with is not None,
-                                    kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None)
+                                    kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
+                                    str(model.dtype))
             step = kernels.load(codegen.step_source(plan)).step
             sizes = [layer.n_out for layer in model.dense_layers]
             A = [np.empty((batch, size), model.dtype) for size in sizes]
@@ -114,30 +115,30 @@ class Backend(_NumpyBackend):
         key = ("forward", batch)
         cache = model._kernel_cache
         if key not in cache:
-            forward = kernels.load(codegen.forward_source(self._layers(model))).forward
+            forward = kernels.load(codegen.forward_source(self._layers(model), str(model.dtype))).forward
             A = [np.empty((batch, layer.n_out), model.dtype) for layer in model.dense_layers]
             cache[key] = lambda X: forward(X, model.params, *A)
         return cache[key]
 
     # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------
-    def _kernels_for(self, activation):
-        key = (activation.name, tuple(activation.params.items()))
+    def _kernels_for(self, activation, dtype):
+        key = (activation.name, tuple(activation.params.items()), str(dtype))
         if key not in self._elementwise:
             self._elementwise[key] = kernels.load(codegen.elementwise_source(*key))
         return self._elementwise[key]
 
     def dense_forward(self, X, W, b, activation):
         Z = X @ W.T
-        self._kernels_for(activation).bias_activation(Z, b)
+        self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
         return Z
 
     def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
         if activation is None:
             return super().dense_backward(X, W, A, dA, None, dW, db, need_dX)
         dZ = np.empty_like(dA)
-        self._kernels_for(activation).backward_bias(A, np.ascontiguousarray(dA), dZ, db)
+        self._kernels_for(activation, dA.dtype).backward_bias(A, np.ascontiguousarray(dA), dZ, db)
         self.weight_gradient(dZ, X, dW)
-        return dZ @ W if need_dX else None
+        return self.input_delta(dZ, W) if need_dX else None
 
     def square_norm(self, v):
         return v.dtype.type(kernels.square_norm(np.ascontiguousarray(v)))

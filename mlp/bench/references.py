@@ -152,6 +152,19 @@ def jax_steps(network: Network, X, Y):
     return train, infer, sync
 
 
+def torch_peak(dtype, device, n=None):
+    """GEMM FLOP/s of torch's own BLAS (MKL on CPU, cuBLAS on GPU): the best of a few n x n products."""
+    import torch
+
+    n = n or (2048 if device == "cpu" else 8192)
+    a = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
+    b = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
+    out = torch.empty_like(a)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    result = measure(lambda: torch.mm(a, b, out=out), sync, min_repeat_time=0.2, repeats=5, warmup=1)
+    return {"flops": 2.0 * n ** 3 / result["q1"], "n": n}
+
+
 def build(framework, network, X, Y, device):
     if framework == "numpy-naive":
         return numpy_naive(network, X, Y)
@@ -208,6 +221,9 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     timing = json.loads(args.timing)
+    if args.framework == "torch-eager":  # the framework's own GEMM peak, to compare with ours
+        print(json.dumps({"framework": args.framework, "peak_gemm": torch_peak(args.dtype, args.device)}),
+              flush=True)
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         X, Y = synthetic_data(network, batch, dtype=args.dtype)
         train, infer, sync = build(args.framework, network, X, Y, args.device)

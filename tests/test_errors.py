@@ -125,3 +125,15 @@ def test_wrong_target_shape():
     model = mlp.MLP([2, 3]).compile(loss="mse")
     with pytest.raises(ValueError, match=r"y must have shape \(batch, 3\)"):
         model.fit(np.zeros((4, 2)), np.zeros((4, 2)), verbose=0)
+
+
+def test_keep_freed_memory_is_applied_once_and_can_be_turned_off(monkeypatch):
+    import subprocess
+    import sys
+
+    code = "import mlp.backends._memory as m; print(m.keep_freed_memory(), m.keep_freed_memory())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert on[1] == "False" and on[0] in ("True", "False")  # True on glibc; never twice
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "MLP_KEEP_FREED_MEMORY": "0"}).stdout.split()
+    assert off == ["False", "False"]

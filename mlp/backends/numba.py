@@ -39,6 +39,7 @@ class Backend(_NumpyBackend):
     name = "numba"
 
     def __init__(self):
+        super().__init__()
         self.crossover = load_crossover()
         override = os.environ.get("MLP_NUMBA_CROSSOVER")
         self.crossover_override = int(override) if override else None

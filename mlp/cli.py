@@ -164,21 +164,15 @@ def build_parser():
     train.add_argument("--output", "-o", default=None, help="save the trained model here (.npz)")
     train.set_defaults(run=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on data")
-    evaluate.add_argument("model")
-    evaluate.add_argument("data")
-    evaluate.add_argument("--backend", default=None)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
-    evaluate.set_defaults(run=cmd_evaluate)
-
-    predict = sub.add_parser("predict", help="print a saved model's outputs as CSV")
-    predict.add_argument("model")
-    predict.add_argument("data")
-    predict.add_argument("--backend", default=None)
-    predict.add_argument("--seed", type=int, default=0)
-    predict.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
-    predict.set_defaults(run=cmd_predict)
+    for name, run, text in (("evaluate", cmd_evaluate, "evaluate a saved model on data"),
+                            ("predict", cmd_predict, "print a saved model's outputs as CSV")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("model", help="a model file saved by mlp train -o or model.save()")
+        command.add_argument("data", help="a built-in dataset, mnist/fashion-mnist, or a .npz/.csv file")
+        command.add_argument("--backend", default=None)
+        command.add_argument("--seed", type=int, default=0, help="seed of a built-in synthetic dataset")
+        command.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
+        command.set_defaults(run=run)
 
     from mlp.bench.__main__ import add_arguments, run_from_args
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import mlp
 from mlp.backends import names, unavailable_reason
 
 # Agreement with the NumPy reference, per dtype: (relative, absolute) tolerance.

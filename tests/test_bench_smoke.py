@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import mlp.bench as bench
 from mlp.bench.networks import NETWORKS

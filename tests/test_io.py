@@ -1,6 +1,4 @@
 """Saving and loading: identical predictions, atomic writes, no pickle, clear errors."""
-import os
-import zipfile
 
 import numpy as np
 import pytest

@@ -201,7 +201,7 @@ def step_source(plan: StepPlan) -> str:
             f"        for j in range({out.n_out}):",
             f"            z = A{L}[i, j]",
             "            loss += bce_logit_term(z, Y[i, j])",
-            f"            a = f_sigmoid(z)",
+            "            a = f_sigmoid(z)",
             f"            A{L}[i, j] = a",
             f"            D{L}[i, j] = (a - Y[i, j]) * inv_norm",
         ]
@@ -337,6 +337,8 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
     `backward_bias(A, dA, dZ, db)`: dZ <- f'(A) dA and db <- column sums, in one pass."""
     layer = Layer(0, 0, activation, params)
     args = _args(layer)
+    backward_head = ["@_jit", "def backward_bias(A, dA, dZ, db):", "    n, m = A.shape",
+                     "    db[:] = 0.0", "    for i in range(n):"]
     if activation == "softmax":
         forward = [
             "@_jit",
@@ -354,12 +356,7 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
             "        for j in range(m):",
             "            Z[i, j] /= total",
         ]
-        backward = [
-            "@_jit",
-            "def backward_bias(A, dA, dZ, db):",
-            "    n, m = A.shape",
-            "    db[:] = 0.0",
-            "    for i in range(n):",
+        backward = backward_head + [
             "        inner = 0.0",
             "        for j in range(m):",
             "            inner += dA[i, j] * A[i, j]",
@@ -377,12 +374,7 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
             "        for j in range(m):",
             f"            Z[i, j] = f_{activation}(Z[i, j] + b[j]{args})",
         ]
-        backward = [
-            "@_jit",
-            "def backward_bias(A, dA, dZ, db):",
-            "    n, m = A.shape",
-            "    db[:] = 0.0",
-            "    for i in range(n):",
+        backward = backward_head + [
             "        for j in range(m):",
             f"            d = g_{activation}(A[i, j], dA[i, j]{args})",
             "            dZ[i, j] = d",

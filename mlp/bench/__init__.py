@@ -9,8 +9,6 @@ import json
 import os
 import time
 
-import numpy as np
-
 from mlp.bench import machine
 from mlp.bench.networks import LR, NETWORKS, Network, synthetic_data
 from mlp.bench.timing import measure, peak_gemm_flops

@@ -138,8 +138,15 @@ def cmd_info(args):
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line (which command, what was wrong), not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mlp", description="Train and run multilayer perceptrons.")
+    parser = Parser(prog="mlp", description="Train and run multilayer perceptrons.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model and report test metrics")

@@ -43,3 +43,10 @@ def test_info_lists_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backend numpy    available" in out
+
+
+def test_argument_errors_are_one_line():
+    for args in (["train", "--epochs", "many"], ["frobnicate"], ["train", "--hidden", "0"]):
+        result = subprocess.run([sys.executable, "-m", "mlp", *args], capture_output=True, text=True)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1 and "error" in result.stderr, result.stderr

@@ -32,7 +32,7 @@ class Loss:
     value_from_logits: Optional[Callable] = None  # (Z, Y) -> scalar, when fused
 
     def value(self, A, Y):
-        return np.sum(self.term(A, Y)) / self.normaliser(A.shape)
+        return self.term(A, Y).sum() / self.normaliser(A.shape)
 
     def gradient(self, A, Y):
         return self.term_gradient(A, Y) * (1.0 / self.normaliser(A.shape))
@@ -102,13 +102,13 @@ def cross_entropy_gradient(a, y):
 
 
 def binary_cross_entropy_from_logits(Z, Y):
-    return np.sum(binary_cross_entropy_logit_term(Z, Y)) / Z.size
+    return binary_cross_entropy_logit_term(Z, Y).sum() / Z.size
 
 
 def cross_entropy_from_logits(Z, Y):
-    shifted = Z - np.max(Z, axis=-1, keepdims=True)
-    log_softmax = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    return -np.sum(Y * log_softmax) / Z.shape[0]
+    shifted = Z - Z.max(axis=-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return -(Y * log_softmax).sum() / Z.shape[0]
 
 
 LOSSES = {

@@ -95,7 +95,7 @@ class Backend:
         db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed)."""
         dZ = dA if activation is None else activation.derivative(A, dA, **activation.params)
         self.weight_gradient(dZ, X, dW)
-        self.xp.sum(dZ, axis=0, out=db)
+        dZ.sum(axis=0, out=db)  # the method: no Python-level dispatch wrapper
         return self.input_delta(dZ, W) if need_dX else None
 
     def input_delta(self, dZ, W):

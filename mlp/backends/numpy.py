@@ -6,6 +6,8 @@ with `out=`, and freed temporaries stay in the process (mlp.backends._memory), s
 not fault its multi-megabyte arrays in anew each time. The activation formulas still return
 new arrays, so a layer's output never aliases a reused buffer.
 """
+import math
+
 import numpy as np
 
 from mlp.backends._base import Backend as _Base
@@ -19,8 +21,13 @@ class Backend(_Base):
         self._buffers = {}
         keep_freed_memory()
 
+    SMALL = 1 << 16  # bytes: below this a fresh array is cheaper than the bookkeeping
+
     def buffer(self, owner, role, shape, dtype):
-        """A reusable array for `owner`'s `role` (one per owner and role: the latest shape)."""
+        """A reusable array for `owner`'s `role` (one per owner and role: the latest shape);
+        a fresh one for small arrays."""
+        if math.prod(shape) * np.dtype(dtype).itemsize < self.SMALL:
+            return np.empty(shape, dtype)
         key = (id(owner), role)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != shape or buffer.dtype != dtype:

@@ -306,7 +306,7 @@ class Sequential:
 
     def _train_batch(self, X, Y):
         fused = self.backend.fused_train_step(self, X.shape[0])
-        if fused is not None:
+        if fused is not None:  # a whole compiled step; it may update without writing `grads`
             return fused(X, Y)
         value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True)
         self._apply_gradients()

@@ -7,6 +7,8 @@ and early stopping's state. `mlp.load(path)` opens it as a plain model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mlp import io
@@ -39,29 +41,39 @@ def save(path, model, *, next_epoch, history, fit_start_rng, schedule=None, stop
     io.save(model, path, extra_header={"checkpoint": state}, extra_arrays=arrays)
 
 
-def load(path) -> tuple[dict, dict]:
-    """(training state, arrays) of a checkpoint file."""
-    header, _ = io.read(path)
+@dataclass
+class Checkpoint:
+    """A checkpoint file, read and verified once: its training state, weights and arrays."""
+
+    path: str
+    header: dict
+    params: np.ndarray
+    arrays: dict
+
+    @property
+    def state(self) -> dict:
+        return self.header["checkpoint"]
+
+
+def load(path) -> Checkpoint:
+    header, params, arrays = io.read(path)
     if "checkpoint" not in header:
         raise ModelFileError(f"{path!r} is a model file but not a checkpoint (no training state in it)")
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files if name not in ("header", "params")}
-    return header["checkpoint"], arrays
+    return Checkpoint(str(path), header, params, arrays)
 
 
-def restore(path, model, history, schedule=None, stopper=None) -> int:
-    """Put the state saved at `path` into `model` (and the schedule, early stopping and
-    history of this fit). Returns the epoch to run next."""
-    state, arrays = load(path)
-    header, params = io.read(path)
-    if params.shape != (model.n_params,) or header["layers"] != model.config()["layers"]:
+def restore(saved: Checkpoint, model, history, schedule=None, stopper=None) -> int:
+    """Put the state of a loaded checkpoint into `model` (and the schedule, early stopping
+    and history of this fit). Returns the epoch to run next."""
+    state, arrays, path = saved.state, saved.arrays, saved.path
+    if saved.params.shape != (model.n_params,) or saved.header["layers"] != model.config()["layers"]:
         raise ModelFileError(f"the checkpoint {path!r} was saved from another architecture")
     optimizer = model.optimizer
     if state["optimizer"]["type"] != optimizer.name:
         raise ModelFileError(f"the checkpoint {path!r} was saved with optimizer "
                              f"{state['optimizer']['type']!r}; this model is compiled with {optimizer.name!r}")
     backend = model.backend
-    model.params[...] = backend.asarray(params, model.dtype)
+    model.params[...] = backend.asarray(saved.params, model.dtype)
     for name, value in optimizer.state_arrays().items():
         value[...] = backend.asarray(arrays[f"optimizer_{name}"], model.dtype)
     if hasattr(optimizer, "step"):
@@ -80,9 +92,4 @@ def restore(path, model, history, schedule=None, stopper=None) -> int:
     return state["next_epoch"]
 
 
-def fit_start_state(path):
-    """The shuffle generator's state when the checkpointed fit began (replays the split)."""
-    return load(path)[0]["fit_start_rng"]
-
-
-__all__ = ["save", "load", "restore", "fit_start_state"]
+__all__ = ["Checkpoint", "save", "load", "restore"]

@@ -57,7 +57,8 @@ def save(model, path, extra_header=None, extra_arrays=None):
 
 
 def read(path):
-    """(header dict, params array) of a model file, checked."""
+    """(header dict, params array, other arrays by name) of a model file, checked; the
+    archive is opened and verified once."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"no model file at {path!r}")
@@ -65,6 +66,7 @@ def read(path):
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(bytes(archive["header"]).decode())
             params = archive["params"]
+            extras = {name: archive[name] for name in archive.files if name not in ("header", "params")}
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, UnicodeDecodeError) as error:
         raise ModelFileError(
             f"{path!r} is not a readable mlp model file (truncated, damaged or another format): {error}"
@@ -77,7 +79,7 @@ def read(path):
     if params.ndim != 1 or header.get("sha256") != _digest(params):
         raise ModelFileError(f"the weights in {path!r} do not match their checksum: "
                              "the file was modified or damaged")
-    return header, params
+    return header, params, extras
 
 
 def load(path, backend=None):
@@ -85,7 +87,7 @@ def load(path, backend=None):
     from mlp.layers import from_config
     from mlp.model import Sequential
 
-    header, params = read(path)
+    header, params, _ = read(path)
     try:
         layers = [from_config(c) for c in header["layers"]]
         model = Sequential(layers, backend=backend, dtype=header["dtype"])

@@ -407,8 +407,9 @@ class Sequential:
         Y = validation.targets(y, self.n_out, self.loss.name, X.shape[0], self.dtype)
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
-        if resume is not None:  # replay the validation split exactly as the original run drew it
-            self._shuffle_rng.bit_generator.state = checkpoint_mod.fit_start_state(resume)
+        saved = checkpoint_mod.load(resume) if resume is not None else None
+        if saved is not None:  # replay the validation split exactly as the original run drew it
+            self._shuffle_rng.bit_generator.state = saved.state["fit_start_rng"]
         fit_start_rng = self._shuffle_rng.bit_generator.state
         X, Y, X_val, Y_val = self._split_validation(X, Y, validation_data, validation_split)
         stopper = EarlyStopping.from_arg(early_stopping)
@@ -425,8 +426,8 @@ class Sequential:
         history = History()
         base_lr = self.optimizer.lr
         first_epoch = 0
-        if resume is not None:
-            first_epoch = checkpoint_mod.restore(resume, self, history, schedule, stopper)
+        if saved is not None:
+            first_epoch = checkpoint_mod.restore(saved, self, history, schedule, stopper)
         steps = math.ceil(n / batch)
         bar = progress.Progress(verbose, epochs, steps, n)
         try:

@@ -166,14 +166,14 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         if ckpt.exists():
-            state, _ = mlp.checkpoint.load(ckpt)
+            state = mlp.checkpoint.load(ckpt).state
             if state["next_epoch"] >= 3:
                 break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not killed_out.exists(), "the run finished before it could be killed"
-    state, _ = mlp.checkpoint.load(ckpt)  # a kill during a save never leaves a corrupt file
+    state = mlp.checkpoint.load(ckpt).state  # a kill during a save never leaves a corrupt file
     assert 3 <= state["next_epoch"] < 12
     run("resume", ckpt, 0, killed_out)
     np.testing.assert_array_equal(mlp.load(killed_out).params, mlp.load(full_out).params)

@@ -76,9 +76,14 @@ class Backend:
         return None
 
     # --- dense layer --------------------------------------------------------------
+    def buffer(self, owner, role, shape, dtype):
+        """Where to write an intermediate result that dies within the step (`out=`), or None
+        for a fresh array. A backend may keep such buffers between steps."""
+        return None
+
     def linear(self, X, W, b):
         """Z = X W^T + b."""
-        Z = X @ W.T
+        Z = self.xp.matmul(X, W.T, out=self.buffer(W, "Z", (X.shape[0], W.shape[0]), X.dtype))
         Z += b
         return Z
 
@@ -100,7 +105,9 @@ class Backend:
 
     def input_delta(self, dZ, W):
         """dX = dZ W. Through a one-unit layer a broadcast product: BLAS is slow at (n, 1) @ (1, m)."""
-        return dZ * W if W.shape[0] == 1 else dZ @ W
+        if W.shape[0] == 1:
+            return dZ * W
+        return self.xp.matmul(dZ, W, out=self.buffer(W, "dX", (dZ.shape[0], W.shape[1]), dZ.dtype))
 
     def weight_gradient(self, dZ, X, dW):
         """dW = dZ^T X. For one sample the outer product: BLAS is slow at (n, 1) @ (1, m)."""
@@ -123,7 +130,7 @@ class Backend:
     def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
         """torch.optim.SGD: v = mu v + g; step = g + mu v (Nesterov) or v; p -= lr step."""
         if momentum == 0.0:
-            params -= lr * grads
+            params -= self.xp.multiply(grads, lr, out=self.buffer(params, "step", params.shape, params.dtype))
             return
         velocity *= momentum
         velocity += grads

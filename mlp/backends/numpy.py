@@ -1,8 +1,8 @@
 """The reference backend: NumPy on the CPU.
 
-Only memory handling differs from the base class: the GEMM outputs (Z = X W^T + b and the
-input delta dZ W) and the update's scratch go into buffers kept between steps and written
-with `out=`, and freed temporaries stay in the process (mlp.backends._memory), so a step does
+Only memory handling differs from the base class: the buffers the base class asks for (the
+GEMM outputs Z = X W^T + b and dZ W, the update's scratch) are kept between steps, and freed
+temporaries stay in the process (mlp.backends._memory), so a step does
 not fault its multi-megabyte arrays in anew each time. The activation formulas still return
 new arrays, so a layer's output never aliases a reused buffer.
 """
@@ -25,28 +25,11 @@ class Backend(_Base):
 
     def buffer(self, owner, role, shape, dtype):
         """A reusable array for `owner`'s `role` (one per owner and role: the latest shape);
-        a fresh one for small arrays."""
+        None (a fresh array) for small ones."""
         if math.prod(shape) * np.dtype(dtype).itemsize < self.SMALL:
-            return np.empty(shape, dtype)
+            return None
         key = (id(owner), role)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
             buffer = self._buffers[key] = np.empty(shape, dtype)
         return buffer
-
-    def linear(self, X, W, b):
-        Z = np.matmul(X, W.T, out=self.buffer(W, "Z", (X.shape[0], W.shape[0]), X.dtype))
-        Z += b
-        return Z
-
-    def input_delta(self, dZ, W):
-        if W.shape[0] == 1:
-            return dZ * W
-        return np.matmul(dZ, W, out=self.buffer(W, "dX", (dZ.shape[0], W.shape[1]), dZ.dtype))
-
-    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
-        if momentum == 0.0:
-            step = np.multiply(grads, lr, out=self.buffer(params, "step", params.shape, params.dtype))
-            params -= step
-            return
-        super().sgd_update(params, grads, velocity, lr, momentum, nesterov)

@@ -8,16 +8,11 @@ import json
 import sys
 from collections import defaultdict
 
+from mlp.bench import si
+
 MLP = ("numpy", "numba")
 PEERS = ("torch-eager", "torch-compile", "jax-jit")
 COLUMNS = MLP + ("numpy-naive",) + PEERS
-
-
-def si(value):
-    for unit, scale in (("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.3g}{unit}"
-    return f"{value:.3g}"
 
 
 def summarize(report) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlp.validation import as_finite_array
+from mlp.validation import as_finite_array, one_hot_of
 
 
 def one_hot(labels, n_classes=None, dtype="float32"):
@@ -17,9 +17,7 @@ def one_hot(labels, n_classes=None, dtype="float32"):
     n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must be in [0, {n_classes - 1}]; got {labels.min()}..{labels.max()}")
-    out = np.zeros((labels.size, n_classes), dtype=dtype)
-    out[np.arange(labels.size), labels] = 1
-    return out
+    return one_hot_of(labels, n_classes, dtype)
 
 
 class StandardScaler:

@@ -141,7 +141,8 @@ def _bar(progress, total):
 
 
 # --- reports --------------------------------------------------------------------------------
-def _si(value):
+def si(value) -> str:
+    """A number with a k/M/G suffix, three significant digits."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
@@ -155,16 +156,16 @@ def table(report) -> str:
     rows = [r for r in report["results"] if "error" not in r]
     rows.sort(key=lambda r: (r["network"], r["mode"], r["batch"], r["kind"], -r["samples_per_s"]))
     for r in rows:
-        spread = f"{_si(r['batch'] / r['q3'])}-{_si(r['batch'] / r['q1'])}"
+        spread = f"{si(r['batch'] / r['q3'])}-{si(r['batch'] / r['q1'])}"
         ratio = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
         peak = f"{100 * r['fraction_of_peak']:.1f}" if r.get("fraction_of_peak") else "-"
         lines.append(f"| {r['network']} | {r['mode']} | {r['batch']} | {r['implementation']} | "
-                     f"{_si(r['samples_per_s'])} | {spread} | {r['first_call_seconds'] * 1e3:.1f} ms | "
+                     f"{si(r['samples_per_s'])} | {spread} | {r['first_call_seconds'] * 1e3:.1f} ms | "
                      f"{peak} | {ratio(r['ratio_torch_eager'])} | {ratio(r['ratio_best_reference'])} |")
     for r in report["results"]:
         if "error" in r:
             lines.append(f"\n{r['implementation']} on {r['network']} failed: {r['error']}")
-    peaks = ", ".join(f"{name} {_si(p['flops'])}FLOP/s (n={p['n']})" for name, p in report["peak_gemm"].items())
+    peaks = ", ".join(f"{name} {si(p['flops'])}FLOP/s (n={p['n']})" for name, p in report["peak_gemm"].items())
     return "\n".join(lines) + f"\n\nMeasured GEMM peak: {peaks}.\n"
 
 

@@ -42,6 +42,7 @@ from numba import njit, prange
 
 from mlp import activations as _act
 from mlp import losses as _loss
+from mlp.kernels import numba_cpu as _cpu
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
@@ -228,7 +229,7 @@ def step_source(plan: StepPlan) -> str:
         ]
     lines.append("    loss *= inv_norm")
     if plan.optimizer == "adam":
-        lines += ["    step_size = lr / (1.0 - h1 ** t)", "    root_bias2 = math.sqrt(1.0 - h2 ** t)"]
+        lines += ["    step_size, root_bias2 = _cpu.adam_scales(lr, h1, h2, t)"]
     if plan.clip:
         lines += _backward_then_update(plan)
     else:
@@ -239,17 +240,15 @@ def step_source(plan: StepPlan) -> str:
 
 def _update(plan, target, grad, index, indent):
     """One optimizer update of `target` (a parameter element) by gradient `grad`, with its
-    optimizer state at flat position `index`; the same rules as the backend's updates."""
+    optimizer state at flat position `index`: a call of the rule in mlp.kernels.numba_cpu."""
     if plan.optimizer == "sgd":
-        return [f"{indent}{target} -= lr * {grad}"]
+        return [f"{indent}{target} = _cpu.sgd_step({target}, {grad}, lr)"]
     if plan.optimizer in ("momentum", "nesterov"):
-        step = f"{grad} + h1 * v" if plan.optimizer == "nesterov" else "v"
-        return [f"{indent}v = h1 * s1[{index}] + {grad}", f"{indent}s1[{index}] = v",
-                f"{indent}{target} -= lr * ({step})"]
-    return [f"{indent}m = h1 * s1[{index}] + (1.0 - h1) * {grad}",
-            f"{indent}v = h2 * s2[{index}] + (1.0 - h2) * {grad} * {grad}",
-            f"{indent}s1[{index}] = m", f"{indent}s2[{index}] = v",
-            f"{indent}{target} -= step_size * m / (math.sqrt(v) / root_bias2 + eps)"]
+        nesterov = plan.optimizer == "nesterov"
+        return [f"{indent}{target}, s1[{index}] = _cpu.momentum_step({target}, {grad}, s1[{index}], "
+                f"lr, h1, {nesterov})"]
+    return [f"{indent}{target}, s1[{index}], s2[{index}] = _cpu.adam_step({target}, {grad}, "
+            f"s1[{index}], s2[{index}], step_size, h1, h2, root_bias2, eps)"]
 
 
 def _input_delta_zero(number, layer):

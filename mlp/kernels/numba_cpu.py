@@ -53,32 +53,53 @@ def load(source: str):
     return module
 
 
+# The update rules for one element, as torch.optim.SGD and torch.optim.Adam apply them. The
+# flat-buffer kernels below loop over them and the generated whole steps call them per weight,
+# so Numba code states each rule once (the NumPy base backend applies them to whole arrays).
+@_jit
+def sgd_step(p, g, lr):
+    return p - lr * g
+
+
+@_jit
+def momentum_step(p, g, v, lr, momentum, nesterov):
+    """-> (p, v): v = momentum v + g; p -= lr (g + momentum v if nesterov else v)."""
+    v = momentum * v + g
+    return p - lr * (g + momentum * v if nesterov else v), v
+
+
+@_jit
+def adam_scales(lr, beta1, beta2, step):
+    """(lr / (1 - beta1^t), sqrt(1 - beta2^t)): Adam's bias corrections at step t."""
+    return lr / (1.0 - beta1 ** step), math.sqrt(1.0 - beta2 ** step)
+
+
+@_jit
+def adam_step(p, g, m, v, step_size, beta1, beta2, root_bias2, eps):
+    """-> (p, m, v) with bias-corrected moments."""
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g * g
+    return p - step_size * m / (math.sqrt(v) / root_bias2 + eps), m, v
+
+
 @_jit
 def sgd_update(params, grads, lr):
     for j in range(params.size):
-        params[j] -= lr * grads[j]
+        params[j] = sgd_step(params[j], grads[j], lr)
 
 
 @_jit
 def momentum_update(params, grads, velocity, lr, momentum, nesterov):
     for j in range(params.size):
-        g = grads[j]
-        v = momentum * velocity[j] + g
-        velocity[j] = v
-        params[j] -= lr * (g + momentum * v if nesterov else v)
+        params[j], velocity[j] = momentum_step(params[j], grads[j], velocity[j], lr, momentum, nesterov)
 
 
 @_jit
 def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
-    step_size = lr / (1.0 - beta1 ** step)
-    root_bias2 = math.sqrt(1.0 - beta2 ** step)
+    step_size, root_bias2 = adam_scales(lr, beta1, beta2, step)
     for j in range(params.size):
-        g = grads[j]
-        mj = beta1 * m[j] + (1.0 - beta1) * g
-        vj = beta2 * v[j] + (1.0 - beta2) * g * g
-        m[j] = mj
-        v[j] = vj
-        params[j] -= step_size * mj / (math.sqrt(vj) / root_bias2 + eps)
+        params[j], m[j], v[j] = adam_step(params[j], grads[j], m[j], v[j], step_size, beta1, beta2,
+                                          root_bias2, eps)
 
 
 @_jit

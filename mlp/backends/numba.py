@@ -72,54 +72,57 @@ class Backend(_NumpyBackend):
     # --- the whole step as one compiled call ----------------------------------------
     def fused_train_step(self, model, batch):
         """A function (X, Y) -> (loss, [A_L]) doing one training step, or None when the
-        per-layer path is the faster (or the only) one for this model and batch size."""
-        if not self._fusable(model, batch):
-            return None
-        optimizer = model.optimizer
-        key = ("step", batch, id(optimizer))
+        per-layer path is the faster (or the only) one for this model and batch size.
+        Decided once per model, batch size, optimizer and override, not on every step."""
+        key = ("step", batch, id(model.optimizer), self.crossover_override)
         cache = model._kernel_cache
         if key not in cache:
-            from mlp.optimizers import Adam
-
-            kind = "adam" if isinstance(optimizer, Adam) else (
-                "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
-            plan = codegen.StepPlan(self._layers(model), model.loss.name, model.loss.fused_with is not None,
-                                    kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                                    str(model.dtype))
-            step = kernels.load(codegen.step_source(plan)).step
-            sizes = [layer.n_out for layer in model.dense_layers]
-            A = [np.empty((batch, size), model.dtype) for size in sizes]
-            D = [np.empty((batch, size), model.dtype) for size in sizes]
-            state = optimizer.state_arrays()
-            dummy = np.zeros(1, model.dtype)
-            s1 = state.get("m", state.get("velocity", dummy))
-            s2 = state.get("v", dummy)
-            params, grads = model.params, model.grads
-
-            def train(X, Y):
-                if kind == "adam":
-                    optimizer.step += 1
-                    h1, h2, eps, t = optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
-                else:
-                    h1, h2, eps, t = optimizer.momentum, 0.0, 0.0, 0
-                loss = step(X, Y, params, grads, s1, s2, *A, *D, optimizer.lr, h1, h2, eps, t,
-                            model.l1, model.l2, model.clip_norm or 0.0)
-                return loss, [A[-1]]
-
-            cache[key] = train
+            cache[key] = self._train_step(model, batch) if self._fusable(model, batch) else None
         return cache[key]
+
+    def _train_step(self, model, batch):
+        from mlp.optimizers import Adam
+
+        optimizer = model.optimizer
+        kind = "adam" if isinstance(optimizer, Adam) else (
+            "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
+        plan = codegen.StepPlan(self._layers(model), model.loss.name, model.loss.fused_with is not None,
+                                kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
+                                str(model.dtype))
+        step = kernels.load(codegen.step_source(plan)).step
+        sizes = [layer.n_out for layer in model.dense_layers]
+        A = [np.empty((batch, size), model.dtype) for size in sizes]
+        D = [np.empty((batch, size), model.dtype) for size in sizes]
+        state = optimizer.state_arrays()
+        dummy = np.zeros(1, model.dtype)
+        s1 = state.get("m", state.get("velocity", dummy))
+        s2 = state.get("v", dummy)
+        params, grads = model.params, model.grads
+
+        def train(X, Y):
+            if kind == "adam":
+                optimizer.step += 1
+                h1, h2, eps, t = optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
+            else:
+                h1, h2, eps, t = optimizer.momentum, 0.0, 0.0, 0
+            loss = step(X, Y, params, grads, s1, s2, *A, *D, optimizer.lr, h1, h2, eps, t,
+                        model.l1, model.l2, model.clip_norm or 0.0)
+            return loss, [A[-1]]
+
+        return train
 
     def fused_forward(self, model, batch):
         """A function X -> A_L (a buffer reused between calls), or None."""
-        if not self._fusable(model, batch):
-            return None
-        key = ("forward", batch)
+        key = ("forward", batch, self.crossover_override)
         cache = model._kernel_cache
         if key not in cache:
-            forward = kernels.load(codegen.forward_source(self._layers(model), str(model.dtype))).forward
-            A = [np.empty((batch, layer.n_out), model.dtype) for layer in model.dense_layers]
-            cache[key] = lambda X: forward(X, model.params, *A)
+            cache[key] = self._forward(model, batch) if self._fusable(model, batch) else None
         return cache[key]
+
+    def _forward(self, model, batch):
+        forward = kernels.load(codegen.forward_source(self._layers(model), str(model.dtype))).forward
+        A = [np.empty((batch, layer.n_out), model.dtype) for layer in model.dense_layers]
+        return lambda X: forward(X, model.params, *A)
 
     # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------
     def _kernels_for(self, activation, dtype):

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from mlp.bench.networks import LR, NETWORKS, Network, custom, synthetic_data
-from mlp.bench.timing import measure
+from mlp.bench.timing import gemm_flops, measure
 
 FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "jax-jit")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -161,8 +161,7 @@ def torch_peak(dtype, device, n=None):
     b = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
     out = torch.empty_like(a)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    result = measure(lambda: torch.mm(a, b, out=out), sync, min_repeat_time=0.2, repeats=5, warmup=1)
-    return {"flops": 2.0 * n ** 3 / result["q1"], "n": n}
+    return {"flops": gemm_flops(lambda: torch.mm(a, b, out=out), sync, n), "n": n}
 
 
 def build(framework, network, X, Y, device):

@@ -38,13 +38,18 @@ def _run(step, synchronize, calls):
     return time.perf_counter() - start
 
 
+def gemm_flops(multiply, synchronize, n, min_repeat_time=0.2):
+    """FLOP/s of `multiply()`, one n x n @ n x n product: the first quartile over repeats
+    (the best sustained rate; a shared machine only ever slows it down)."""
+    result = measure(multiply, synchronize, min_repeat_time=min_repeat_time, repeats=5, warmup=1)
+    return 2.0 * n ** 3 / result["q1"]
+
+
 def peak_gemm_flops(backend, dtype="float32", n=None, min_repeat_time=0.2):
-    """Measured GEMM peak of a backend: the best of a few n x n @ n x n products."""
+    """Measured GEMM peak of a backend: (FLOP/s, n)."""
     n = n or (2048 if backend.on_host else 8192)
     rng = np.random.default_rng(0)
     a = backend.asarray(rng.standard_normal((n, n)).astype(dtype))
     b = backend.asarray(rng.standard_normal((n, n)).astype(dtype))
     out = backend.xp.empty((n, n), dtype=dtype)
-    result = measure(lambda: backend.xp.matmul(a, b, out=out), backend.synchronize,
-                     min_repeat_time=min_repeat_time, repeats=5, warmup=1)
-    return 2.0 * n ** 3 / result["q1"], n
+    return gemm_flops(lambda: backend.xp.matmul(a, b, out=out), backend.synchronize, n, min_repeat_time), n

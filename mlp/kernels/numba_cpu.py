@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import math
 import os
 import sys
 
@@ -12,6 +11,7 @@ from numba import njit
 from numba.extending import register_jitable
 
 from mlp import activations
+from mlp.kernels import rules
 
 # formulas that other formulas call: compiled code may call them too
 register_jitable(activations.tanh_float32)
@@ -53,33 +53,12 @@ def load(source: str):
     return module
 
 
-# The update rules for one element, as torch.optim.SGD and torch.optim.Adam apply them. The
-# flat-buffer kernels below loop over them and the generated whole steps call them per weight,
-# so Numba code states each rule once (the NumPy base backend applies them to whole arrays).
-@_jit
-def sgd_step(p, g, lr):
-    return p - lr * g
-
-
-@_jit
-def momentum_step(p, g, v, lr, momentum, nesterov):
-    """-> (p, v): v = momentum v + g; p -= lr (g + momentum v if nesterov else v)."""
-    v = momentum * v + g
-    return p - lr * (g + momentum * v if nesterov else v), v
-
-
-@_jit
-def adam_scales(lr, beta1, beta2, step):
-    """(lr / (1 - beta1^t), sqrt(1 - beta2^t)): Adam's bias corrections at step t."""
-    return lr / (1.0 - beta1 ** step), math.sqrt(1.0 - beta2 ** step)
-
-
-@_jit
-def adam_step(p, g, m, v, step_size, beta1, beta2, root_bias2, eps):
-    """-> (p, m, v) with bias-corrected moments."""
-    m = beta1 * m + (1.0 - beta1) * g
-    v = beta2 * v + (1.0 - beta2) * g * g
-    return p - step_size * m / (math.sqrt(v) / root_bias2 + eps), m, v
+# The update rules for one element (mlp.kernels.rules), compiled: the flat-buffer kernels
+# below loop over them and the generated whole steps call them per weight.
+sgd_step = _jit(rules.sgd_step)
+momentum_step = _jit(rules.momentum_step)
+adam_scales = _jit(rules.adam_scales)
+adam_step = _jit(rules.adam_step)
 
 
 @_jit

@@ -4,7 +4,8 @@ from mlp import activations, backends, checkpoint, data, datasets, losses, metri
 from mlp.backends import available as available_backends, get_backend
 from mlp.data import MinMaxScaler, StandardScaler, one_hot, train_test_split, train_val_test_split
 from mlp.diagnostics import diagnose
-from mlp.errors import BackendUnavailableError, MLPError, ModelFileError, TrainingDivergedError
+from mlp.errors import (BackendUnavailableError, DeviceMemoryError, MLPError, ModelFileError,
+                        TrainingDivergedError)
 from mlp.gradcheck import gradcheck
 from mlp.io import load
 from mlp.layers import Dense, Dropout
@@ -29,7 +30,7 @@ __all__ = [
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",
     "StandardScaler", "MinMaxScaler", "train_test_split", "train_val_test_split",
-    "MLPError", "BackendUnavailableError", "ModelFileError", "TrainingDivergedError",
+    "MLPError", "BackendUnavailableError", "DeviceMemoryError", "ModelFileError", "TrainingDivergedError",
     "activations", "backends", "checkpoint", "data", "datasets", "losses", "metrics", "schedules",
     "MLPClassifier", "MLPRegressor",
 ]

@@ -15,3 +15,7 @@ class TrainingDivergedError(MLPError, FloatingPointError):
 
 class ModelFileError(MLPError, ValueError):
     """A saved model file is missing, truncated, tampered with or not a model file."""
+
+
+class DeviceMemoryError(MLPError, MemoryError):
+    """The device (or the host) ran out of memory; the message names the batch size."""

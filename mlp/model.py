@@ -20,7 +20,7 @@ import numpy as np
 from mlp import config, initializers, losses, metrics as metrics_mod, optimizers, progress
 from mlp import schedules, validation
 from mlp.backends import get_backend
-from mlp.errors import TrainingDivergedError
+from mlp.errors import DeviceMemoryError, TrainingDivergedError
 from mlp.layers import Dense, Dropout, Layer, from_config
 
 PREDICT_BATCH = 8192
@@ -244,8 +244,9 @@ class Sequential:
             raise RuntimeError("call model.compile(loss=..., optimizer=...) before training")
 
     # --- forward and backward -------------------------------------------------------
-    def _forward(self, X, training, keep_logits=False):
-        """Outputs of every layer, [X, A_1, ..., A_L], and the output layer's Z when asked."""
+    def _forward(self, X, training, keep_logits=False, activate_last=True):
+        """Outputs of every layer, [X, A_1, ..., A_L], and the output layer's Z when asked
+        (without A_L when `activate_last` is False: the caller fuses it with the loss)."""
         outputs, logits = [X], None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -253,6 +254,8 @@ class Sequential:
                 X = layer.forward(self.backend, X, training, self._dropout_rng)
             elif keep_logits and i == last:
                 logits = self.backend.linear(X, layer.W, layer.b)
+                if not activate_last:
+                    break
                 X = self.backend.activate(logits, layer.activation)
             else:
                 X = layer.forward(self.backend, X)
@@ -288,12 +291,12 @@ class Sequential:
         """Forward, loss and backward on one batch; fills `grads`.
         Returns (loss value as a backend scalar, outputs of every layer)."""
         fused = loss.fused_with is not None
-        outputs, logits = self._forward(X, training, keep_logits=fused)
-        A = outputs[-1]
+        outputs, logits = self._forward(X, training, keep_logits=fused, activate_last=not fused)
         if fused:
-            value, delta = loss.value_from_logits(logits, Y), loss.output_delta(A, Y)
+            value, A, delta = self.backend.output_and_loss(logits, Y, loss, self.layers[-1].activation)
+            outputs.append(A)
         else:
-            value, delta = loss.value(A, Y), loss.gradient(A, Y)
+            value, delta = self.backend.loss_and_gradient(outputs[-1], Y, loss)
         self._backward(outputs, delta, fused)
         if l1 or l2:
             value = value + self._penalty(l1, l2, add_gradients=True)
@@ -420,7 +423,7 @@ class Sequential:
         n = X.shape[0]
         batch = validation.batch_size(batch_size, n)
         backend, loss = self.backend, self.loss
-        X, Y = backend.asarray(X), backend.asarray(Y)  # the whole set moves to the device once
+        X, Y = backend.resident(X), backend.resident(Y)  # the whole set moves to the device once
         if X_val is not None:
             X_val, Y_val = backend.asarray(X_val), backend.asarray(Y_val)
         history = History()
@@ -443,15 +446,18 @@ class Sequential:
                 record = None
                 for step in range(steps):
                     start, stop = step * batch, min((step + 1) * batch, n)
-                    if index is None:
-                        Xb, Yb = X[start:stop], Y[start:stop]
-                    else:
-                        rows = index[start:stop]
-                        Xb, Yb = backend.take_rows(X, rows), backend.take_rows(Y, rows)
-                    if diagnostics and step == steps - 1:
-                        value, outputs, record = diagnostics_mod.recorded_step(self, Xb, Yb)
-                    else:
-                        value, outputs = self._train_batch(Xb, Yb)
+                    rows = slice(start, stop) if index is None else index[start:stop]
+                    Xb, Yb = backend.take_rows(X, rows), backend.take_rows(Y, rows)
+                    try:
+                        if diagnostics and step == steps - 1:
+                            value, outputs, record = diagnostics_mod.recorded_step(self, Xb, Yb)
+                        else:
+                            value, outputs = self._train_batch(Xb, Yb)
+                    except backend.memory_errors as error:
+                        raise DeviceMemoryError(
+                            f"Out of memory in a training step at batch size {stop - start} on the "
+                            f"{backend.name} backend ({error}). Lower batch_size, or make the model "
+                            "smaller.") from error
                     if backend.on_host and not math.isfinite(value):
                         self._diverged(value, epoch, step)
                     total = total + value * loss.normaliser(outputs[-1].shape)

@@ -32,6 +32,9 @@ class Optimizer:
         """The optimizer state as named backend arrays (for checkpoints)."""
         return {}
 
+    def count_step(self):
+        """Count a step applied without `apply` (a replayed CUDA graph, a compiled step)."""
+
     def config(self) -> dict:
         raise NotImplementedError
 
@@ -84,6 +87,9 @@ class Adam(Optimizer):
         self.m = backend.zeros(params.shape, params.dtype)
         self.v = backend.zeros(params.shape, params.dtype)
         self.step = 0
+
+    def count_step(self):
+        self.step += 1
 
     def apply(self, params, grads):
         self.step += 1

@@ -31,6 +31,7 @@ class Backend:
     name = "base"
     xp = np
     on_host = True  # arrays live in host memory: reading a scalar costs nothing
+    memory_errors: tuple = (MemoryError,)  # what this backend raises when memory runs out
 
     # --- arrays -------------------------------------------------------------------
     def asarray(self, x, dtype=None):
@@ -61,8 +62,12 @@ class Backend:
         keep = 1.0 - rate
         return (rng.random(shape, dtype=np.float32) < keep) * self.xp.asarray(1.0 / keep, dtype)
 
+    def resident(self, X):
+        """The training set where `fit` keeps it: on this backend's device (moved once)."""
+        return self.asarray(X)
+
     def take_rows(self, X, index):
-        """X[index] for an index array already on this backend (one batch of a shuffle)."""
+        """One batch: X[index], for a slice or an index array already on this backend."""
         return X[index]
 
     # --- whole-step takeovers (None: the model runs its layer-by-layer path) ------------
@@ -115,6 +120,17 @@ class Backend:
             self.xp.multiply(dZ.T, X, out=dW)
         else:
             self.xp.matmul(dZ.T, X, out=dW)
+
+    # --- the loss ------------------------------------------------------------------
+    def output_and_loss(self, Z, Y, loss, activation):
+        """For an output activation fused with its loss (softmax + cross-entropy, sigmoid +
+        binary cross-entropy): (loss value from the logits Z, A = f(Z), dL/dZ = (A - Y) / n)."""
+        A = self.activate(Z, activation)
+        return loss.value_from_logits(Z, Y), A, loss.output_delta(A, Y)
+
+    def loss_and_gradient(self, A, Y, loss):
+        """(loss value, dL/dA) for any other loss."""
+        return loss.value(A, Y), loss.gradient(A, Y)
 
     # --- updates over the flat parameter buffer -----------------------------------
     def square_norm(self, v):

@@ -1,0 +1,331 @@
+"""The CuPy backend: NVIDIA GPUs.
+
+Parameters, gradients, optimizer state and the training set live on the GPU (the set moves
+once per `fit`, or streams batch by batch when it does not fit). GEMMs go to cuBLAS through
+CuPy; everything element-wise is one generated kernel per pass (mlp.kernels.cuda_source,
+from the same formulas as NumPy): bias + activation, activation derivative x delta, output
+activation + loss + output delta, and the optimizer over the whole flat buffer.
+
+CUDA graphs: for a fixed batch size, `fit` and `train_step` run one uncaptured warm-up step,
+then capture the whole step (forward, loss, backward, update) once and replay it, so a step
+is one launch from Python. The learning rate and Adam's step count are read from device
+memory, so a replayed graph follows a schedule; nothing in a step waits for the host.
+
+Environment:
+- MLP_DEVICE=N: the GPU to use (default: CuPy's current device, 0).
+- MLP_TF32=1: TensorFloat-32 tensor-core GEMMs for float32 (CuPy's CUPY_TF32, set before
+  CuPy is imported; about 10 mantissa bits in the products).
+- MLP_CUDA_GRAPHS=0: run every step uncaptured.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from mlp.backends._base import Backend as _Base
+from mlp.backends._base import require
+from mlp.errors import BackendUnavailableError, DeviceMemoryError
+
+if os.environ.get("MLP_TF32", "").strip().lower() in ("1", "true", "yes", "on"):
+    os.environ.setdefault("CUPY_TF32", "1")  # CuPy reads it once, at import
+
+cupy = require("cupy", "cupy", "cupy")
+
+from mlp.kernels import cuda_source
+
+THREADS = 256
+MAX_BLOCKS = 4096  # kernels stride over the grid: more blocks than this only add scheduling
+
+
+def _enabled(variable, default=True):
+    value = os.environ.get(variable, "").strip().lower()
+    return default if not value else value not in ("0", "false", "no", "off")
+
+
+def find_device():
+    """The CUDA device id to use, or BackendUnavailableError saying why there is none."""
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as error:
+        count, reason = 0, str(error)
+    else:
+        reason = "the CUDA runtime reports 0 devices"
+    if count == 0:
+        raise BackendUnavailableError(
+            f"No CUDA device was found ({reason}). The 'cupy' backend needs an NVIDIA GPU and its "
+            "driver; on this machine use MLP_BACKEND=numpy or MLP_BACKEND=numba.")
+    wanted = os.environ.get("MLP_DEVICE", "").strip()
+    if not wanted:
+        return cupy.cuda.runtime.getDevice()
+    if not wanted.isdigit() or int(wanted) >= count:
+        raise ValueError(f"MLP_DEVICE={wanted!r}: this machine has {count} CUDA device(s), "
+                         f"numbered 0 to {count - 1}")
+    return int(wanted)
+
+
+class _CounterRNG:
+    """Dropout randomness as (seed, counter) on the device: masks are a hash of them and the
+    element index, so a replayed graph draws fresh masks and a checkpoint is two integers."""
+
+    def __init__(self, seed):
+        self.state = cupy.asarray(np.array([seed & (2**64 - 1), 0], dtype=np.uint64))
+
+
+class _DeviceHyper:
+    """An optimizer's scalars in device memory (float64), written from the host only when the
+    host's values differ from what the device holds."""
+
+    def __init__(self, params):
+        self.params = params  # keeps the id it is filed under alive
+        self.array = cupy.zeros(len(cuda_source.ADAM_HYPER), dtype=np.float64)
+        self.host = None
+
+    def ensure(self, values):
+        if values != self.host:
+            padded = np.zeros(self.array.size)
+            padded[:len(values)] = values
+            self.array.set(padded)
+            self.host = values
+
+
+class Backend(_Base):
+    name = "cupy"
+    xp = cupy
+    on_host = False
+    memory_errors = (MemoryError, cupy.cuda.memory.OutOfMemoryError)
+
+    def __init__(self):
+        self.device_id = find_device()
+        self.device = cupy.cuda.Device(self.device_id)
+        self.device.use()
+        self.graphs = _enabled("MLP_CUDA_GRAPHS")
+        self.tf32 = os.environ.get("CUPY_TF32") == "1"
+        self._modules = {}
+        self._hyper = {}
+        self._capturing = False
+
+    # --- arrays -------------------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        try:
+            return cupy.asarray(x, dtype=dtype)
+        except cupy.cuda.memory.OutOfMemoryError as error:
+            nbytes = np.asarray(x).nbytes if not isinstance(x, cupy.ndarray) else x.nbytes
+            raise DeviceMemoryError(f"GPU {self.device_id} is out of memory copying {nbytes / 2**20:.1f} MiB "
+                                    f"to it ({error}); lower the batch size") from error
+
+    def to_numpy(self, a):
+        return cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else np.asarray(a)
+
+    def synchronize(self):
+        cupy.cuda.get_current_stream().synchronize()
+
+    def resident(self, X):
+        """On the GPU when it takes at most half of the free memory; else it stays in host
+        memory and each batch is copied when it is taken."""
+        if isinstance(X, np.ndarray):
+            free, _ = cupy.cuda.runtime.memGetInfo()
+            if X.nbytes > free // 2:
+                return X
+        return self.asarray(X)
+
+    def take_rows(self, X, index):
+        if isinstance(X, np.ndarray):  # a streamed training set
+            rows = index if isinstance(index, slice) else cupy.asnumpy(index)
+            return self.asarray(np.ascontiguousarray(X[rows]))
+        return X[index]
+
+    # --- randomness ----------------------------------------------------------------
+    def rng(self, seed):
+        return _CounterRNG(int(seed))
+
+    def rng_state(self, rng):
+        seed, counter = (int(v) for v in cupy.asnumpy(rng.state))
+        return {"seed": seed, "counter": counter}
+
+    def set_rng_state(self, rng, state):
+        rng.state.set(np.array([state["seed"], state["counter"]], dtype=np.uint64))
+
+    def dropout_mask(self, rng, shape, rate, dtype):
+        mask = cupy.empty(shape, dtype)
+        kernels = self._kernels(dtype)
+        self._launch(kernels["dropout_mask"], mask.size, mask, rng.state, np.int64(mask.size),
+                     np.dtype(dtype).type(1.0 - rate))
+        self._launch(kernels["counter_tick"], 1, rng.state)
+        return mask
+
+    # --- kernels ------------------------------------------------------------------
+    def _kernels(self, dtype, activations=(), losses=()):
+        """{kernel name: cupy.RawKernel} from the module for this dtype with these
+        activations and losses (compiled once; CuPy also caches the binary on disk)."""
+        key = (np.dtype(dtype).name, tuple(cuda_source.activation_key(a) for a in activations),
+               tuple(loss.name for loss in losses))
+        if key not in self._modules:
+            source = cuda_source.module_source(key[0], activations, losses)
+            module = cupy.RawModule(code=source, options=("--std=c++17",))
+            self._modules[key] = {name: module.get_function(name) for name in cuda_source.kernel_names(source)}
+        return self._modules[key]
+
+    @staticmethod
+    def _launch(kernel, work, *args):
+        blocks = max(1, min(MAX_BLOCKS, math.ceil(work / THREADS)))
+        kernel((blocks,), (THREADS,), args)
+
+    # --- dense layer --------------------------------------------------------------
+    def dense_forward(self, X, W, b, activation):
+        if not activation.elementwise:
+            return super().dense_forward(X, W, b, activation)
+        Z = cupy.matmul(X, W.T)
+        kernel = self._kernels(Z.dtype, (activation,))[f"forward_{cuda_source.activation_key(activation)}"]
+        self._launch(kernel, Z.size, Z, b, np.int64(Z.shape[1]), np.int64(Z.size))
+        return Z
+
+    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
+        if activation is None or not activation.elementwise:
+            return super().dense_backward(X, W, A, dA, activation, dW, db, need_dX)
+        dA = cupy.ascontiguousarray(dA)
+        dZ = cupy.empty_like(dA)
+        kernel = self._kernels(dA.dtype, (activation,))[f"backward_{cuda_source.activation_key(activation)}"]
+        self._launch(kernel, dZ.size, A, dA, dZ, np.int64(dZ.size))
+        self.weight_gradient(dZ, X, dW)
+        cupy.sum(dZ, axis=0, out=db)
+        return self.input_delta(dZ, W) if need_dX else None
+
+    # --- the loss ------------------------------------------------------------------
+    def output_and_loss(self, Z, Y, loss, activation):
+        real = Z.dtype.type
+        A, dZ = cupy.empty_like(Z), cupy.empty_like(Z)
+        Y = cupy.ascontiguousarray(Y, dtype=Z.dtype)
+        kernels = self._kernels(Z.dtype)
+        if loss.name == "cross_entropy":
+            rows, cols = Z.shape
+            row_loss = cupy.empty(rows, Z.dtype)
+            self._launch(kernels["softmax_cross_entropy"], rows, Z, Y, A, dZ, row_loss,
+                         np.int64(rows), np.int64(cols), real(1.0 / rows))
+            return row_loss.sum() * real(1.0 / rows), A, dZ
+        if loss.name == "binary_cross_entropy":
+            term = cupy.empty_like(Z)
+            scale = real(1.0 / Z.size)
+            self._launch(kernels["sigmoid_binary_cross_entropy"], Z.size, Z, Y, A, dZ, term,
+                         np.int64(Z.size), scale)
+            return term.sum() * scale, A, dZ
+        return super().output_and_loss(Z, Y, loss, activation)
+
+    def loss_and_gradient(self, A, Y, loss):
+        A = cupy.ascontiguousarray(A)
+        Y = cupy.ascontiguousarray(Y, dtype=A.dtype)
+        dA, term = cupy.empty_like(A), cupy.empty_like(A)
+        scale = A.dtype.type(1.0 / loss.normaliser(A.shape))
+        kernel = self._kernels(A.dtype, (), (loss,))[f"loss_{loss.name}"]
+        self._launch(kernel, A.size, A, Y, dA, term, np.int64(A.size), scale)
+        return term.sum() * scale, dA
+
+    # --- the optimizer over the flat buffer ------------------------------------------
+    def _device_hyper(self, params, values):
+        hyper = self._hyper.get(id(params))
+        if hyper is None or hyper.params is not params:
+            hyper = self._hyper[id(params)] = _DeviceHyper(params)
+        if not self._capturing:  # capture replays what the device holds; it was made current before
+            hyper.ensure(values)
+        return hyper
+
+    def sync_optimizer(self, params, optimizer):
+        """Make the device's copy of the optimizer's scalars current (before a graph replay)."""
+        if optimizer.name == "adam":
+            self._device_hyper(params, (optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
+                                        float(optimizer.step)))
+        else:
+            self._device_hyper(params, (optimizer.lr, optimizer.momentum))
+
+    def counted_step(self, params, optimizer):
+        """After a replay: the device counted one more Adam step."""
+        hyper = self._hyper[id(params)]
+        if optimizer.name == "adam":
+            hyper.host = hyper.host[:4] + (hyper.host[4] + 1.0,)
+
+    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
+        hyper = self._device_hyper(params, (lr, momentum))
+        kernels = self._kernels(params.dtype)
+        if momentum == 0.0:
+            self._launch(kernels["sgd"], params.size, params, grads, hyper.array, np.int64(params.size))
+        else:
+            self._launch(kernels["momentum"], params.size, params, grads, velocity, hyper.array,
+                         np.int64(params.size), np.int32(bool(nesterov)))
+
+    def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
+        hyper = self._device_hyper(params, (lr, beta1, beta2, eps, float(step - 1)))
+        kernels = self._kernels(params.dtype)
+        self._launch(kernels["adam_tick"], 1, hyper.array)
+        self._launch(kernels["adam"], params.size, params, grads, m, v, hyper.array, np.int64(params.size))
+        hyper.host = (lr, beta1, beta2, eps, float(step))
+
+    # --- the whole step as a CUDA graph ----------------------------------------------
+    def fused_train_step(self, model, batch):
+        if not self.graphs:
+            return None
+        optimizer = model.optimizer
+        key = ("graph", batch, id(optimizer), tuple(id(a) for a in optimizer.state_arrays().values()))
+        cache = model._kernel_cache
+        if key not in cache:
+            cache[key] = GraphStep(self, model, batch)
+        return cache[key]
+
+    def fused_forward(self, model, batch):
+        from mlp.kernels import cuda_fused
+
+        return cuda_fused.forward_for(self, model, batch)
+
+
+class GraphStep:
+    """One model's training step at one batch size: a warm-up call runs it uncaptured (kernels
+    compile, cuBLAS sets up, memory is pooled), the next captures it into a CUDA graph, and
+    every later call copies the batch into the graph's input buffers and replays it."""
+
+    def __init__(self, backend, model, batch):
+        self.backend, self.model, self.batch = backend, model, batch
+        self.graph = None
+        self.warm = False
+
+    def _uncaptured(self, X, Y):
+        model = self.model
+        value, outputs = model._compute_gradients(X, Y, model.loss, model.l1, model.l2, training=True)
+        model._apply_gradients()
+        return value, outputs
+
+    def __call__(self, X, Y):
+        backend, model = self.backend, self.model
+        if not self.warm:
+            self.warm = True
+            return self._uncaptured(X, Y)
+        if self.graph is None:
+            return self._capture(X, Y)
+        cupy.copyto(self.X, X)
+        cupy.copyto(self.Y, Y)
+        backend.sync_optimizer(model.params, model.optimizer)
+        self.graph.launch()
+        model.optimizer.count_step()
+        backend.counted_step(model.params, model.optimizer)
+        return self.value, [self.output]
+
+    def _capture(self, X, Y):
+        backend, model = self.backend, self.model
+        self.X = cupy.array(X, copy=True)
+        self.Y = cupy.array(Y, copy=True)
+        backend.sync_optimizer(model.params, model.optimizer)
+        cupy.cuda.get_current_stream().synchronize()  # inputs and scalars in place before capture
+        self.pool = cupy.cuda.MemoryPool()  # the graph's own memory: nothing else reuses it
+        stream = cupy.cuda.Stream(non_blocking=True)
+        backend._capturing = True
+        try:
+            with cupy.cuda.using_allocator(self.pool.malloc), stream:
+                stream.begin_capture()
+                try:
+                    value, outputs = self._uncaptured(self.X, self.Y)
+                finally:
+                    graph = stream.end_capture()
+        finally:
+            backend._capturing = False
+        self.graph, self.value, self.output = graph, value, outputs[-1]
+        self.graph.launch()  # the capture recorded this step without running it
+        return self.value, [self.output]

@@ -70,11 +70,15 @@ def cmd_train(args):
                     seed=args.seed, dropout=args.dropout)
     optimizer = mlp.Adam(lr=args.lr) if args.optimizer == "adam" else mlp.SGD(lr=args.lr, momentum=0.9)
     model.compile(loss=args.loss, optimizer=optimizer, l2=args.l2)
+    distributed = mlp.distributed.requested(args.distributed or None)
+    rank = mlp.distributed.get_world(model.backend).rank if distributed else 0
+    if rank != 0:  # rank 0 speaks and writes for the job
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
     print(f"training {'-'.join(map(str, sizes))} ({args.activation}, {output} output) on "
           f"{args.data}: {len(X_train)} train / {len(X_test)} test samples, backend "
           f"{model.backend.name}", file=sys.stderr)
     history = model.fit(scaler.transform(X_train), y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=args.validation, verbose=1)
+                        validation_split=args.validation, verbose=1, distributed=distributed)
     result = model.evaluate(scaler.transform(X_test), y_test)
     print("test " + " - ".join(f"{k} {v:.4f}" for k, v in result.items()))
     if args.plot:
@@ -82,7 +86,7 @@ def cmd_train(args):
 
         plots.training_curves(history, args.plot, title=f"{args.data}: {'-'.join(map(str, sizes))}")
         print(f"wrote the training curves to {args.plot}", file=sys.stderr)
-    if args.output:
+    if args.output and rank == 0:
         model.save(args.output)
         print(f"saved the model to {args.output}", file=sys.stderr)
     return 0
@@ -169,6 +173,8 @@ def build_parser():
     train.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", "-o", default=None, help="save the trained model here (.npz)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the ranks of mpiexec -n N (or MLP_DISTRIBUTED=1)")
     train.set_defaults(run=cmd_train)
 
     for name, run, text in (("evaluate", cmd_evaluate, "evaluate a saved model on data"),

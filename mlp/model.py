@@ -18,6 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 from mlp import config, initializers, losses, metrics as metrics_mod, optimizers, progress
+from mlp import distributed as distributed_mod
 from mlp import schedules, validation
 from mlp.backends import get_backend
 from mlp.errors import DeviceMemoryError, TrainingDivergedError
@@ -389,7 +390,7 @@ class Sequential:
     # --- training loop --------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=0.0, early_stopping=None, lr_schedule=None, verbose=1,
-            diagnostics=False, checkpoint=None, checkpoint_every=1, resume=None):
+            diagnostics=False, checkpoint=None, checkpoint_every=1, resume=None, distributed=None):
         """Train for `epochs` passes over (X, y). batch_size=None is full-batch gradient
         descent, 1 online (per-sample), anything else mini-batch. `validation_split` holds
         out a seeded random share of the data. `early_stopping` (patience or EarlyStopping)
@@ -399,6 +400,8 @@ class Sequential:
         `checkpoint_every` epochs; `resume=path` continues from such a file, so that an
         interrupted and resumed run ends with the same weights as an uninterrupted one
         (`epochs` counts from the start of the original run).
+        `distributed=True` (or MLP_DISTRIBUTED=1) trains data-parallel on the ranks of an
+        `mpiexec -n N` job (see mlp.distributed); `batch_size` is then the global batch.
         Returns a History."""
         from mlp import checkpoint as checkpoint_mod
         from mlp import diagnostics as diagnostics_mod
@@ -420,6 +423,13 @@ class Sequential:
             raise ValueError(f"early stopping monitors {stopper.monitor!r}: give validation_data "
                              "or validation_split, or EarlyStopping(monitor='loss')")
         schedule = schedules.get(lr_schedule)
+        parallel = None
+        if distributed_mod.requested(distributed):
+            if diagnostics:
+                raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
+            parallel = distributed_mod.DataParallel(self, distributed_mod.get_world(self.backend))
+            if parallel.rank != 0:
+                verbose, checkpoint = 0, None  # rank 0 alone prints and writes
         n = X.shape[0]
         batch = validation.batch_size(batch_size, n)
         backend, loss = self.backend, self.loss
@@ -432,6 +442,8 @@ class Sequential:
         if saved is not None:
             first_epoch = checkpoint_mod.restore(saved, self, history, schedule, stopper)
         steps = math.ceil(n / batch)
+        if parallel is not None:
+            parallel.start()
         bar = progress.Progress(verbose, epochs, steps, n)
         try:
             for epoch in range(first_epoch, epochs):
@@ -447,9 +459,13 @@ class Sequential:
                 for step in range(steps):
                     start, stop = step * batch, min((step + 1) * batch, n)
                     rows = slice(start, stop) if index is None else index[start:stop]
+                    if parallel is not None:
+                        rows, global_rows = parallel.shard(rows)
                     Xb, Yb = backend.take_rows(X, rows), backend.take_rows(Y, rows)
                     try:
-                        if diagnostics and step == steps - 1:
+                        if parallel is not None:
+                            value, outputs = parallel.train_batch(Xb, Yb, global_rows)
+                        elif diagnostics and step == steps - 1:
                             value, outputs, record = diagnostics_mod.recorded_step(self, Xb, Yb)
                         else:
                             value, outputs = self._train_batch(Xb, Yb)
@@ -466,6 +482,8 @@ class Sequential:
                         sums[name] = sums[name] + metric_sum
                         counts[name] += count
                     bar.step()
+                if parallel is not None:
+                    total, sums, counts = parallel.reduce_epoch(total, sums, counts)
                 logs = {"loss": float(total / loss.normaliser(Y.shape))}
                 if not math.isfinite(logs["loss"]):
                     self._diverged(logs["loss"], epoch, None)
@@ -486,6 +504,10 @@ class Sequential:
                                         fit_start_rng=fit_start_rng, schedule=schedule, stopper=stopper)
                 if stop:
                     break
+        except Exception as error:
+            if parallel is not None and parallel.size > 1:  # stop every rank, not just this one
+                parallel.world.abort(f"training failed on this rank: {type(error).__name__}: {error}")
+            raise
         finally:
             bar.close()
             self.optimizer.lr = base_lr  # a schedule shapes this run only

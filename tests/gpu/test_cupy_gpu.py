@@ -12,7 +12,7 @@ reason = backends.unavailable_reason("cupy")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(reason is not None, reason=f"no GPU: {reason}")]
 
 
-def _model(optimizer, dropout=0.0, output="softmax", sizes=(2, 32, 32, 3)):
+def _model(optimizer, dropout=0.0, output="softmax", sizes=(2, 32, 32, 2)):
     model = mlp.MLP(sizes, activation="tanh", output=output, dropout=dropout, backend="cupy", seed=7)
     model.compile(loss="cross_entropy" if output == "softmax" else "mse", optimizer=optimizer, l2=1e-4,
                   clip_norm=5.0)
@@ -31,10 +31,10 @@ def _train(model, graphs, X, Y, steps):
 
 @pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(0.05, momentum=0.9), lambda: mlp.Adam(0.01)])
 def test_graph_replay_gives_the_results_of_the_uncaptured_step(optimizer):
-    X, y = datasets.spirals(256, classes=3, seed=0)
+    X, y = datasets.spirals(256, seed=0)
     graphed, plain = _model(optimizer()), _model(optimizer())
     Xd = graphed.backend.asarray(X.astype(np.float32))
-    Yd = graphed.backend.asarray(np.eye(3, dtype=np.float32)[y])
+    Yd = graphed.backend.asarray(np.eye(2, dtype=np.float32)[y])
     with_graph = _train(graphed, True, Xd, Yd, 6)
     without = _train(plain, False, Xd, Yd, 6)
     np.testing.assert_allclose(with_graph, without, rtol=1e-6)
@@ -44,10 +44,10 @@ def test_graph_replay_gives_the_results_of_the_uncaptured_step(optimizer):
 
 
 def test_graph_follows_a_learning_rate_change():
-    X, y = datasets.spirals(128, classes=3, seed=1)
+    X, y = datasets.spirals(128, seed=1)
     graphed, plain = _model(mlp.Adam(0.01)), _model(mlp.Adam(0.01))
     Xd = graphed.backend.asarray(X.astype(np.float32))
-    Yd = graphed.backend.asarray(np.eye(3, dtype=np.float32)[y])
+    Yd = graphed.backend.asarray(np.eye(2, dtype=np.float32)[y])
     for model, graphs in ((graphed, True), (plain, False)):
         _train(model, graphs, Xd, Yd, 3)
         model.optimizer.lr = 0.001
@@ -57,17 +57,17 @@ def test_graph_follows_a_learning_rate_change():
 
 
 def test_dropout_draws_new_masks_in_a_replayed_graph():
-    X, y = datasets.spirals(64, classes=3, seed=2)
+    X, y = datasets.spirals(64, seed=2)
     model = _model(mlp.SGD(0.0), dropout=0.5)  # lr 0: the weights stay, only the masks change
     Xd = model.backend.asarray(X.astype(np.float32))
-    Yd = model.backend.asarray(np.eye(3, dtype=np.float32)[y])
+    Yd = model.backend.asarray(np.eye(2, dtype=np.float32)[y])
     losses = _train(model, True, Xd, Yd, 5)
     assert len(set(np.round(losses, 6))) > 1
 
 
 def test_training_on_the_gpu_learns_spirals():
-    X, y = datasets.spirals(600, classes=3, seed=0)
-    model = mlp.MLP((2, 64, 64, 3), activation="tanh", output="softmax", backend="cupy", seed=0)
+    X, y = datasets.spirals(600, seed=0)
+    model = mlp.MLP((2, 64, 64, 2), activation="tanh", output="softmax", backend="cupy", seed=0)
     model.compile(loss="cross_entropy", optimizer=mlp.Adam(0.01), metrics=["accuracy"])
     history = model.fit(X, y, epochs=200, batch_size=64, verbose=0)
     assert history["accuracy"][-1] > 0.95

@@ -1,0 +1,277 @@
+"""Data-parallel training across processes: MPI (mpi4py) and, for GPUs, NCCL (CuPy).
+
+Every rank holds a full replica of the model. `fit(..., distributed=True)` (or
+MLP_DISTRIBUTED=1 in the environment) under `mpiexec -n N`:
+- broadcasts the initial weights and the shuffling state from rank 0, so every rank draws
+  the same permutation of the data each epoch;
+- splits every global batch of `batch_size` rows as evenly as possible across the ranks
+  (`np.array_split` order: the first `rows % N` ranks take one row more; a rank may get none
+  when a last batch has fewer rows than there are ranks);
+- after each backward pass sums the gradients (the one flat buffer) in one all-reduce, each
+  rank's share weighted by its rows, so the update is the one a single process makes on the
+  whole global batch; L1/L2 penalties are added once, after the reduction;
+- reduces the epoch's loss and metrics so every rank reports the same numbers (validation
+  runs on every rank's identical replica), and lets only rank 0 print and write checkpoints.
+
+A collective that does not complete within MLP_COLLECTIVE_TIMEOUT seconds (default 300)
+raises CollectiveTimeoutError; an exception on any rank aborts the whole job (MPI_Abort)
+with the rank and the error, instead of leaving the others waiting forever.
+
+Engines: gradients on the host go through MPI. Gradients on a GPU (the cupy backend) go
+through NCCL on CuPy's current stream, or through MPI directly when it is CUDA-aware, so no
+gradient passes through host memory; each rank takes the GPU of its local rank. Without
+distribution turned on, nothing here is imported and mpi4py is not needed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from mlp.errors import MLPError
+
+DEFAULT_TIMEOUT = 300.0
+
+
+class DistributedError(MLPError, RuntimeError):
+    """Distributed training cannot start or a rank failed."""
+
+
+class CollectiveTimeoutError(DistributedError, TimeoutError):
+    """A collective operation did not complete in time: another rank is stuck or gone."""
+
+
+def requested(distributed=None) -> bool:
+    """Whether `fit` should train data-parallel: the argument, else MLP_DISTRIBUTED."""
+    if distributed is not None:
+        return bool(distributed)
+    return os.environ.get("MLP_DISTRIBUTED", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def local_rank() -> int:
+    """This process' index among the ranks on its machine, from the launcher's environment."""
+    for variable in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
+                     "PMI_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"):
+        value = os.environ.get(variable)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
+
+
+def timeout_seconds() -> float:
+    value = os.environ.get("MLP_COLLECTIVE_TIMEOUT", "").strip()
+    try:
+        return float(value) if value else DEFAULT_TIMEOUT
+    except ValueError:
+        raise ValueError(f"MLP_COLLECTIVE_TIMEOUT must be a number of seconds; got {value!r}") from None
+
+
+def shard_bounds(rows: int, size: int, rank: int) -> tuple[int, int]:
+    """[start, stop) of `rank`'s share of `rows` rows split over `size` ranks."""
+    base, extra = divmod(rows, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def choose_engine(on_device: bool, mpi_cuda_aware: bool, nccl_available: bool) -> str:
+    """Which engine reduces the gradients: 'mpi' for host buffers; for device buffers NCCL
+    when CuPy has it, else CUDA-aware MPI; anything else is an error (no host round trip)."""
+    if not on_device:
+        return "mpi"
+    if nccl_available:
+        return "nccl"
+    if mpi_cuda_aware:
+        return "mpi"
+    raise DistributedError(
+        "GPU gradients need NCCL (CuPy built with NCCL: pip install 'nvidia-nccl-cu13') or a CUDA-aware "
+        "MPI; neither is available, and gradients are not copied through host memory.")
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as error:
+        raise DistributedError(
+            f"Distributed training needs mpi4py and an MPI library ({error}). Install them with: "
+            "pip install 'mlp[mpi]' mpich (or use your cluster's MPI), then launch with "
+            "mpiexec -n N python train.py") from None
+    return MPI
+
+
+def _mpi_cuda_aware(MPI) -> bool:
+    query = getattr(MPI, "Query_cuda_support", None)  # MPIX_Query_cuda_support, where the MPI has it
+    try:
+        return bool(query()) if query else False
+    except Exception:  # noqa: BLE001  (an MPI without the extension raises NotImplementedError)
+        return False
+
+
+class World:
+    """The ranks of one job and the collectives data-parallel training needs. The
+    base class is the one-process world: every collective is the identity."""
+
+    rank, size = 0, 1
+    engine = "none"
+
+    def allreduce_sum(self, buffer):
+        """Sum `buffer` (host or device array) over the ranks, in place."""
+
+    def allreduce_host(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def broadcast(self, buffer, root=0):
+        """Copy `buffer` from `root` to every rank, in place."""
+
+    def broadcast_object(self, value, root=0):
+        return value
+
+    def abort(self, message):
+        raise DistributedError(message)
+
+
+class MPIWorld(World):
+    def __init__(self, backend):
+        self.MPI = _mpi()
+        self.comm = self.MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.timeout = timeout_seconds()
+        self.on_device = not backend.on_host
+        self.backend = backend
+        nccl = None
+        if self.on_device:
+            try:
+                from cupy.cuda import nccl
+            except ImportError:
+                nccl = None
+            nccl = nccl if nccl is not None and getattr(nccl, "available", True) else None
+        self.engine = choose_engine(self.on_device, _mpi_cuda_aware(self.MPI), nccl is not None)
+        self.nccl = None
+        if self.engine == "nccl" and self.size > 1:
+            unique_id = nccl.get_unique_id() if self.rank == 0 else None
+            unique_id = self.comm.bcast(unique_id, root=0)
+            self.nccl = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+            self._nccl_module = nccl
+
+    def _wait(self, request, what):
+        """Wait for a non-blocking collective, at most `timeout` seconds."""
+        deadline = time.monotonic() + self.timeout
+        spins = 0
+        while not request.Test():
+            if time.monotonic() > deadline:
+                raise CollectiveTimeoutError(
+                    f"rank {self.rank}: {what} did not complete within {self.timeout:g} s "
+                    "(MLP_COLLECTIVE_TIMEOUT): another rank has stopped or is stuck")
+            spins += 1
+            if spins > 1000:
+                time.sleep(0.0005)
+
+    def allreduce_sum(self, buffer):
+        if self.size == 1:
+            return
+        if self.nccl is not None:
+            import cupy
+
+            nccl = self._nccl_module
+            kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+            stream = cupy.cuda.get_current_stream()
+            self.nccl.allReduce(buffer.data.ptr, buffer.data.ptr, buffer.size, kinds[buffer.dtype],
+                                nccl.NCCL_SUM, stream.ptr)
+            return
+        if self.on_device:  # CUDA-aware MPI reads device memory; the kernels before must be done
+            self.backend.synchronize()
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM), "the gradient all-reduce")
+
+    def allreduce_host(self, values):
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if self.size > 1:
+            self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, values, op=self.MPI.SUM), "a metrics all-reduce")
+        return values
+
+    def broadcast(self, buffer, root=0):
+        if self.size == 1:
+            return
+        if self.on_device and self.nccl is None:
+            self.backend.synchronize()
+        if self.on_device and self.nccl is not None:
+            host = self.backend.to_numpy(buffer).copy()
+            self._wait(self.comm.Ibcast(host, root=root), "the weight broadcast")
+            buffer[...] = self.backend.asarray(host)
+            return
+        self._wait(self.comm.Ibcast(buffer, root=root), "the weight broadcast")
+
+    def broadcast_object(self, value, root=0):
+        return self.comm.bcast(value, root=root) if self.size > 1 else value
+
+    def abort(self, message):
+        sys.stderr.write(f"[mlp rank {self.rank}/{self.size}] {message}\n")
+        sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward the message before MPI_Abort tears the job down
+        self.comm.Abort(1)
+
+
+_world = None
+
+
+def get_world(backend) -> World:
+    """The job's world (created once per process: MPI is initialised on first use)."""
+    global _world
+    if _world is None:
+        _world = MPIWorld(backend)
+    return _world
+
+
+class DataParallel:
+    """What `fit` does differently on each rank of a data-parallel job."""
+
+    def __init__(self, model, world: World):
+        self.model, self.world = model, world
+        self.rank, self.size = world.rank, world.size
+
+    def start(self):
+        """Same initial weights and the same shuffling state on every rank."""
+        self.world.broadcast(self.model.params)
+        state = self.world.broadcast_object(self.model._shuffle_rng.bit_generator.state)
+        self.model._shuffle_rng.bit_generator.state = state
+
+    def shard(self, rows):
+        """This rank's part of a global batch (a slice or an index array)."""
+        if isinstance(rows, slice):
+            count = rows.stop - rows.start
+            lo, hi = shard_bounds(count, self.size, self.rank)
+            return slice(rows.start + lo, rows.start + hi), count
+        lo, hi = shard_bounds(len(rows), self.size, self.rank)
+        return rows[lo:hi], len(rows)
+
+    def train_batch(self, X, Y, global_rows):
+        """One step on this rank's shard; every rank ends with the same weights. Returns
+        (this shard's loss times its share, [this shard's output])."""
+        model, loss = self.model, self.model.loss
+        backend = model.backend
+        rows = X.shape[0]
+        if rows:
+            value, outputs = model._compute_gradients(X, Y, loss, 0.0, 0.0, training=True)
+            share = loss.normaliser((rows,) + tuple(Y.shape[1:])) / loss.normaliser(
+                (global_rows,) + tuple(Y.shape[1:]))
+            model.grads *= model.dtype.type(share)
+        else:  # fewer rows than ranks in a last batch: this rank adds nothing
+            model.grads[...] = 0
+            value, outputs = 0.0, [backend.zeros((0, model.n_out), model.dtype)]
+        self.world.allreduce_sum(model.grads)
+        if model.l1 or model.l2:
+            penalty = model._penalty(model.l1, model.l2, add_gradients=True)
+            if self.rank == 0:  # counted once per global batch in the epoch's loss
+                shape = tuple(Y.shape[1:])
+                value = value + penalty * (loss.normaliser((global_rows,) + shape) / loss.normaliser((rows,) + shape))
+        model._apply_gradients()
+        return value, outputs
+
+    def reduce_epoch(self, total, sums, counts):
+        """Sum the epoch's loss total, metric sums and counts over the ranks."""
+        names = list(sums)
+        values = np.array([float(total)] + [float(sums[n]) for n in names] + [float(counts[n]) for n in names])
+        values = self.world.allreduce_host(values)
+        k = len(names)
+        return values[0], dict(zip(names, values[1:1 + k])), dict(zip(names, values[1 + k:]))
+

@@ -1,0 +1,160 @@
+"""Data-parallel training on real MPI ranks (`mpiexec -n 2` and `-n 3`, MPICH from the
+package registry with mpi4py): same weights as one process on the same global batch,
+failures that stop the whole job, uneven last batches, one writer for checkpoints."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import mlp
+from mlp import datasets, distributed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+def _mpi_ready():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'mlp[mpi]' mpich)"
+    return None if MPIEXEC else "no mpiexec on PATH (pip install mpich)"
+
+
+needs_mpi = pytest.mark.skipif(_mpi_ready() is not None, reason=str(_mpi_ready()))
+
+
+def launch(ranks, config, tmp_path, timeout=120, **env):
+    config = dict(config, out=str(tmp_path / "run"))
+    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                       MLP_BACKEND="numpy", OMP_NUM_THREADS="1", **env)
+    started = time.monotonic()
+    done = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, WORKER, json.dumps(config)],
+                          env=environment, capture_output=True, text=True, timeout=timeout, check=False)
+    results = [dict(np.load(tmp_path / f"run.rank{r}.npz")) for r in range(ranks)
+               if (tmp_path / f"run.rank{r}.npz").exists()]
+    return done, results, time.monotonic() - started
+
+
+def single_process(config):
+    X, y = datasets.spirals(config["n"] // 2, seed=0)
+    model = mlp.MLP((2, 16, 2), activation="tanh", output="softmax", dtype="float64", seed=0, backend="numpy")
+    optimizer = mlp.Adam(0.01) if config["optimizer"] == "adam" else mlp.SGD(0.1, momentum=0.9)
+    model.compile(loss="cross_entropy", optimizer=optimizer, l2=config.get("l2", 0.0), metrics=["accuracy"])
+    history = model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"], verbose=0)
+    return model.params, history
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks,config", [
+    (2, {"n": 96, "batch": 32, "epochs": 3, "optimizer": "adam", "l2": 1e-3}),
+    (3, {"n": 100, "batch": 16, "epochs": 2, "optimizer": "momentum"}),  # 100 = 6 x 16 + 4: uneven last batch
+    (3, {"n": 62, "batch": 20, "epochs": 2, "optimizer": "adam", "different_seeds": True}),  # last batch: 2 rows, 3 ranks
+])
+def test_n_ranks_reach_the_weights_of_one_process_at_the_same_global_batch(ranks, config, tmp_path):
+    done, results, _ = launch(ranks, config, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(results) == ranks
+    expected, history = single_process(config)
+    for result in results:
+        np.testing.assert_allclose(result["params"], expected, rtol=1e-9, atol=1e-12)
+        # every rank reports the same epoch loss and accuracy, those of one process
+        np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-9)
+        np.testing.assert_allclose(result["accuracy"], history["accuracy"], rtol=1e-12)
+
+
+@needs_mpi
+def test_only_rank_zero_writes_checkpoints(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    done, results, _ = launch(2, {"n": 40, "batch": 10, "epochs": 2, "optimizer": "adam",
+                                  "checkpoint": str(path)}, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(results[0]["saves"]) == [0, 0] and list(results[1]["saves"]) == []
+    assert mlp.checkpoint.load(str(path)).state["next_epoch"] == 2
+
+
+@needs_mpi
+def test_a_failing_rank_stops_the_whole_job_with_its_error(tmp_path):
+    done, results, seconds = launch(2, {"n": 64, "batch": 16, "epochs": 2, "optimizer": "adam",
+                                        "fault": "raise"}, tmp_path, MLP_COLLECTIVE_TIMEOUT="60")
+    assert done.returncode != 0 and results == []
+    assert "rank 1/2" in done.stderr and "injected failure on rank 1" in done.stderr
+    assert seconds < 60  # aborted, not left to time out
+
+
+@needs_mpi
+def test_a_stuck_rank_makes_the_others_time_out_and_abort(tmp_path):
+    done, results, seconds = launch(2, {"n": 64, "batch": 16, "epochs": 2, "optimizer": "adam",
+                                        "fault": "hang"}, tmp_path, MLP_COLLECTIVE_TIMEOUT="3")
+    assert done.returncode != 0 and results == []
+    assert "did not complete within 3 s" in done.stderr
+    assert seconds < 60
+
+
+def test_shards_split_a_batch_evenly_and_cover_it():
+    for rows in range(0, 12):
+        for size in (1, 2, 3, 5):
+            bounds = [distributed.shard_bounds(rows, size, rank) for rank in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == rows
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            sizes = [hi - lo for lo, hi in bounds]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_the_engine_choice_keeps_gpu_gradients_off_the_host():
+    assert distributed.choose_engine(on_device=False, mpi_cuda_aware=False, nccl_available=True) == "mpi"
+    assert distributed.choose_engine(on_device=True, mpi_cuda_aware=True, nccl_available=True) == "nccl"
+    assert distributed.choose_engine(on_device=True, mpi_cuda_aware=True, nccl_available=False) == "mpi"
+    with pytest.raises(distributed.DistributedError, match="NCCL"):
+        distributed.choose_engine(on_device=True, mpi_cuda_aware=False, nccl_available=False)
+
+
+def test_the_local_rank_comes_from_the_launcher(monkeypatch):
+    for variable in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
+                     "PMI_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    assert distributed.local_rank() == 0
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3")
+    assert distributed.local_rank() == 3
+
+
+def test_without_distribution_mpi_is_never_imported(tmp_path):
+    code = ("import sys; sys.modules['mpi4py'] = None\n"  # as if it were not installed
+            "import numpy as np, mlp\n"
+            "m = mlp.MLP((2, 4, 1), seed=0); m.compile(loss='mse', optimizer='sgd')\n"
+            "m.fit(np.zeros((8, 2)), np.zeros(8), epochs=1, verbose=0)\n"
+            "try:\n"
+            "    m.fit(np.zeros((8, 2)), np.zeros(8), epochs=1, verbose=0, distributed=True)\n"
+            "except mlp.distributed.DistributedError as e:\n"
+            "    print('ERROR', e)\n")
+    env = dict(os.environ, PYTHONPATH=ROOT, MLP_BACKEND="numpy")
+    env.pop("MLP_DISTRIBUTED", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR Distributed training needs mpi4py" in done.stdout and "mpiexec -n N" in done.stdout
+
+
+def test_collective_timeout_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("MLP_COLLECTIVE_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="MLP_COLLECTIVE_TIMEOUT"):
+        distributed.timeout_seconds()
+
+
+@needs_mpi
+def test_mpiexec_mlp_train_distributed_prints_and_saves_once(tmp_path):
+    out = tmp_path / "model.npz"
+    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                       MLP_BACKEND="numpy", OMP_NUM_THREADS="1")
+    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "mlp", "train", "--data", "xor",
+                           "--epochs", "3", "--distributed", "-o", str(out)], env=environment,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("test loss") == 1 and done.stderr.count("saved the model") == 1
+    assert mlp.load(str(out)).n_params > 0

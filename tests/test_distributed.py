@@ -158,3 +158,15 @@ def test_mpiexec_mlp_train_distributed_prints_and_saves_once(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test loss") == 1 and done.stderr.count("saved the model") == 1
     assert mlp.load(str(out)).n_params > 0
+
+
+@needs_mpi
+def test_the_scaling_benchmark_runs_weak_and_strong_on_real_ranks(tmp_path):
+    from mlp.bench import scaling
+
+    rows = scaling.run([1, 2], "tiny", 64, steps=2, repeats=2, warmup=1, timeout=120)
+    assert [(r["mode"], r["ranks"]) for r in rows] == [("weak", 1), ("weak", 2), ("strong", 1), ("strong", 2)]
+    assert [r["global_batch"] for r in rows] == [64, 128, 64, 64]
+    assert all(r["samples_per_s"] > 0 and r["engine"] == "mpi" for r in rows)
+    assert rows[0]["efficiency"] == 1.0 and rows[2]["efficiency"] == 1.0
+    assert "| weak | 2 | 128 |" in scaling.table(rows, "tiny", 64)

@@ -47,6 +47,10 @@ def test_mlp_device_must_name_an_existing_device(monkeypatch):
         module.find_device()
     monkeypatch.setenv("MLP_DEVICE", "1")
     assert module.find_device() == 1
+    monkeypatch.delenv("MLP_DEVICE")
+    monkeypatch.setenv("MLP_DISTRIBUTED", "1")
+    monkeypatch.setenv("MPI_LOCALRANKID", "3")
+    assert module.find_device() == 1  # local rank 3 of a 2-GPU machine
 
 
 def test_out_of_memory_in_a_step_names_the_batch_size():

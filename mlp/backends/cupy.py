@@ -12,7 +12,8 @@ is one launch from Python. The learning rate and Adam's step count are read from
 memory, so a replayed graph follows a schedule; nothing in a step waits for the host.
 
 Environment:
-- MLP_DEVICE=N: the GPU to use (default: CuPy's current device, 0).
+- MLP_DEVICE=N: the GPU to use (default: CuPy's current device, 0; with MLP_DISTRIBUTED=1,
+  the local rank's).
 - MLP_TF32=1: TensorFloat-32 tensor-core GEMMs for float32 (CuPy's CUPY_TF32, set before
   CuPy is imported; about 10 mantissa bits in the products).
 - MLP_CUDA_GRAPHS=0: run every step uncaptured.
@@ -58,6 +59,10 @@ def find_device():
             "driver; on this machine use MLP_BACKEND=numpy or MLP_BACKEND=numba.")
     wanted = os.environ.get("MLP_DEVICE", "").strip()
     if not wanted:
+        from mlp import distributed
+
+        if distributed.requested():  # one GPU per rank on each machine
+            return distributed.local_rank() % count
         return cupy.cuda.runtime.getDevice()
     if not wanted.isdigit() or int(wanted) >= count:
         raise ValueError(f"MLP_DEVICE={wanted!r}: this machine has {count} CUDA device(s), "

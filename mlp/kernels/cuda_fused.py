@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 
 from mlp import activations
 from mlp.kernels.translate import to_python
@@ -168,3 +169,50 @@ def _compiled_forward(model, layers, batch):
         return out
 
     return forward
+
+
+def measure(sizes=(2, 64, 64, 1), activation="tanh", output="identity",
+            batch_sizes=(1, 8, 64, 512, 4096, 32768, 262144), repeats=5):
+    """On a GPU: inference time of the fused kernel and of the cuBLAS path, per batch size.
+    Returns (rows, largest batch at which the fused kernel was faster)."""
+    import cupy
+
+    import mlp
+    from mlp.bench.timing import measure as time_it
+
+    model = mlp.MLP(sizes, activation=activation, output=output, backend="cupy", seed=0)
+    layers = model_layers(model)
+    rows, limit = [], 0
+    for batch in batch_sizes:
+        X = cupy.asarray(np_random(batch, sizes[0]))
+        sync = model.backend.synchronize
+        t_fused = time_it(partial(_compiled_forward(model, layers, batch), X), sync, repeats=repeats)["seconds"]
+        t_cublas = time_it(partial(model._forward, X, False), sync, repeats=repeats)["seconds"]
+        rows.append({"batch": batch, "fused_seconds": t_fused, "cublas_seconds": t_cublas})
+        if t_fused < t_cublas:
+            limit = batch
+    return rows, limit
+
+
+def np_random(rows, cols):
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal((rows, cols)).astype(np.float32)
+
+
+if __name__ == "__main__":  # python -m mlp.kernels.cuda_fused: measure and record for this GPU
+    import cupy
+
+    rows, limit = measure()
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"].decode()
+    for row in rows:
+        print(f"batch {row['batch']:>7}: fused {row['fused_seconds'] * 1e6:9.1f} us, "
+              f"cuBLAS path {row['cublas_seconds'] * 1e6:9.1f} us")
+    recorded = {}
+    if os.path.exists(MEASURED_FILE):
+        with open(MEASURED_FILE) as f:
+            recorded = json.load(f)
+    recorded[name] = {"max_batch": limit, "rows": rows}
+    with open(MEASURED_FILE, "w") as f:
+        json.dump(recorded, f, indent=1)
+    print(f"{name}: the fused forward is used up to batch {limit}; wrote {MEASURED_FILE}")

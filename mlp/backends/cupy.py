@@ -129,14 +129,14 @@ class Backend(_Base):
     def resident(self, X):
         """On the GPU when it takes at most half of the free memory; else it stays in host
         memory and each batch is copied when it is taken."""
-        if isinstance(X, np.ndarray):
+        if not isinstance(X, cupy.ndarray):
             free, _ = cupy.cuda.runtime.memGetInfo()
             if X.nbytes > free // 2:
                 return X
         return self.asarray(X)
 
     def take_rows(self, X, index):
-        if isinstance(X, np.ndarray):  # a streamed training set
+        if not isinstance(X, cupy.ndarray):  # a streamed training set
             rows = index if isinstance(index, slice) else cupy.asnumpy(index)
             return self.asarray(np.ascontiguousarray(X[rows]))
         return X[index]

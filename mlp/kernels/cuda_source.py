@@ -212,7 +212,11 @@ static mlp_dim3 threadIdx, blockIdx, blockDim, gridDim;
 def host_source(dtype: str, activation_list=(), loss_list=()) -> str:
     """The module plus, per kernel, `extern "C" void host_<name>(grid, block, args...)` running
     it over a grid on the CPU."""
-    source = module_source(dtype, activation_list, loss_list)
+    return host_version(module_source(dtype, activation_list, loss_list))
+
+
+def host_version(source: str) -> str:
+    """A module's source made compilable by a host C++ compiler, with a launcher per kernel."""
     launchers = []
     for name in kernel_names(source):
         signature = SIGNATURES[kernel_kind(name)]

@@ -63,7 +63,6 @@ template <typename T> __device__ inline T mlp_heaviside(T x, T at_zero) {
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _COMPARE = {ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==", ast.NotEq: "!="}
-_fresh = itertools.count()
 
 
 class UnsupportedFormula(ValueError):
@@ -83,8 +82,12 @@ def _tree(func):
 class _Printer:
     """Prints one function body with its arguments bound to given expressions."""
 
-    def __init__(self, func, bindings, lang, dtype):
+    def __init__(self, func, bindings, lang, dtype, counter=None, tag=None):
         self.func, self.lang, self.dtype = func, lang, dtype
+        # locals are named from the translated function and a count within this translation,
+        # so the same formula always prints the same text (compilers' caches hash it)
+        self.counter = counter if counter is not None else itertools.count()
+        self.tag = tag or func.__name__
         self.names = dict(bindings)  # Python name -> printed expression
         self.globals = func.__globals__
         self.pending = []  # statements of formulas inlined into the expression being printed
@@ -136,7 +139,7 @@ class _Printer:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             callee = self.globals.get(node.func.id)
             if callable(callee) and not node.keywords:  # another formula: printed inline
-                inner = _Printer(callee, {}, self.lang, self.dtype)
+                inner = _Printer(callee, {}, self.lang, self.dtype, self.counter, self.tag)
                 _, params, body = _tree(callee)
                 if len(params) != len(node.args):
                     raise UnsupportedFormula(f"call of {node.func.id} with {len(node.args)} arguments")
@@ -152,7 +155,7 @@ class _Printer:
         for statement in statements:
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
                     and isinstance(statement.targets[0], ast.Name):
-                name = f"mlp_{statement.targets[0].id}_{next(_fresh)}"
+                name = f"mlp_{self.tag}_{statement.targets[0].id}_{next(self.counter)}"
                 value = self.expr(statement.value)
                 lines.extend(self.pending)
                 self.pending.clear()

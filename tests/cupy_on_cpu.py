@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import types
+import typing
 
 import numpy as np
 
@@ -33,6 +34,13 @@ class DeviceArray(np.ndarray):
 
 def _device(array):
     return np.asarray(array).view(DeviceArray)
+
+
+def _on_device(function):
+    """A NumPy function whose result is a device array."""
+    def wrapped(*args, **kwargs):
+        return _device(function(*args, **kwargs))
+    return wrapped
 
 
 class _Kernel:
@@ -63,7 +71,7 @@ class _Kernel:
 
 
 class RawModule:
-    _built = {}
+    _built: typing.ClassVar[dict] = {}  # source hash -> host library, for the whole session
 
     def __init__(self, code, options=()):
         real = "float32" if "typedef float T;" in code else "float64"
@@ -89,7 +97,7 @@ def make_module(devices=1) -> types.ModuleType:
     cupy.ndarray = DeviceArray
     cupy.RawModule = RawModule
     for name in ("zeros", "empty", "empty_like", "matmul", "asarray", "array", "ascontiguousarray"):
-        setattr(cupy, name, (lambda f: lambda *a, **k: _device(f(*a, **k)))(getattr(np, name)))
+        setattr(cupy, name, _on_device(getattr(np, name)))
     for name in ("sum", "dot", "sqrt", "minimum", "abs", "sign", "multiply", "maximum", "exp", "log",
                  "tanh", "logaddexp", "expm1", "log1p", "heaviside", "float32", "float64"):
         setattr(cupy, name, getattr(np, name))

@@ -123,9 +123,12 @@ def cuda_libraries() -> dict:
 def cmd_info(args):
     import platform
 
+    import importlib.util
+
     import mlp
     from mlp.backends import names, unavailable_reason
     from mlp.bench import machine
+    from mlp.kernels import cuda_toolchain
 
     print(f"mlp {mlp.__version__} on Python {platform.python_version()} ({platform.machine()}), "
           f"NumPy {np.__version__}")
@@ -137,6 +140,18 @@ def cmd_info(args):
         print("  BLAS: " + ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None))
     found = cuda_libraries()
     print("  CUDA libraries: " + ", ".join(f"{k} {v or 'not found'}" for k, v in found.items()))
+    tools = []
+    for module in ("nvrtc", "nvjitlink"):
+        try:
+            cuda_toolchain._bindings(module)
+            tools.append(f"{module} yes")
+        except cuda_toolchain.ToolchainUnavailable:
+            tools.append(f"{module} no (pip install 'numba-cuda[cu13]')")
+    print("  GPU compilers without a GPU: " + ", ".join(tools))
+    import shutil
+
+    mpi = "mpi4py " + ("yes" if importlib.util.find_spec("mpi4py") else "no (pip install 'mlp[mpi]' mpich)")
+    print(f"  distributed: {mpi}, mpiexec {shutil.which('mpiexec') or 'not found'}")
     versions = machine.versions()
     print("  packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return 0

@@ -170,3 +170,65 @@ def test_the_scaling_benchmark_runs_weak_and_strong_on_real_ranks(tmp_path):
     assert all(r["samples_per_s"] > 0 and r["engine"] == "mpi" for r in rows)
     assert rows[0]["efficiency"] == 1.0 and rows[2]["efficiency"] == 1.0
     assert "| weak | 2 | 128 |" in scaling.table(rows, "tiny", 64)
+
+
+class _FakeComm:
+    def __init__(self, rank, size):
+        self.rank, self.size, self.broadcasts = rank, size, []
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def bcast(self, value, root=0):
+        self.broadcasts.append(value)
+        return "unique-id-from-rank-0" if value is None else value
+
+
+class _FakeNccl:
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = "f32", "f64", "sum"
+    available = True
+
+    def __init__(self):
+        self.created, self.reductions = [], []
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, size, unique_id, rank):
+                fake.created.append((size, unique_id, rank))
+
+            def allReduce(self, send, receive, count, kind, op, stream):  # noqa: N802  (NCCL's name)
+                fake.reductions.append((send, receive, count, kind, op, stream))
+
+        self.NcclCommunicator = NcclCommunicator
+
+    def get_unique_id(self):
+        return "unique-id-from-rank-0"
+
+
+def test_gpu_gradients_go_to_nccl_on_the_current_stream(monkeypatch):
+    """The NCCL path without a GPU: a fake two-rank world, a fake NCCL and a fake device buffer."""
+    import types
+
+    nccl = _FakeNccl()
+    stream = types.SimpleNamespace(ptr=4242)
+    fake_cupy = types.ModuleType("cupy")
+    fake_cupy.cuda = types.SimpleNamespace(nccl=nccl, get_current_stream=lambda: stream)
+    cuda_module = types.ModuleType("cupy.cuda")
+    cuda_module.nccl = nccl
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda_module)
+    for rank in (0, 1):
+        comm = _FakeComm(rank, 2)
+        MPI = types.SimpleNamespace(COMM_WORLD=comm)
+        monkeypatch.setattr(distributed, "_mpi", lambda MPI=MPI: MPI)
+        device_backend = types.SimpleNamespace(on_host=False, synchronize=lambda: None)
+        world = distributed.MPIWorld(device_backend)
+        assert world.engine == "nccl" and (world.rank, world.size) == (rank, 2)
+        assert nccl.created[-1] == (2, "unique-id-from-rank-0", rank)  # rank 0's id, broadcast
+        grads = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1000 + rank), size=123,
+                                      dtype=np.dtype(np.float32))
+        world.allreduce_sum(grads)
+        assert nccl.reductions[-1] == (1000 + rank, 1000 + rank, 123, "f32", "sum", 4242)

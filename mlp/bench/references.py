@@ -16,7 +16,8 @@ import numpy as np
 from mlp.bench.networks import LR, NETWORKS, Network, custom, synthetic_data
 from mlp.bench.timing import gemm_flops, measure
 
-FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "jax-jit")
+FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "torch-cudagraph", "jax-jit")
+GPU_ONLY = ("torch-cudagraph",)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -69,7 +70,7 @@ def numpy_naive(network: Network, X, Y):
 
 
 # --- PyTorch ---------------------------------------------------------------------------
-def torch_steps(network: Network, X, Y, device, compiled):
+def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
     import torch
 
     dtype = getattr(torch, str(X.dtype))
@@ -90,7 +91,7 @@ def torch_steps(network: Network, X, Y, device, compiled):
     final = {"softmax": lambda z: torch.softmax(z, 1), "sigmoid": torch.sigmoid}.get(network.output, lambda z: z)
 
     def train():
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not graphed)
         loss = loss_fn(model(X_t), Y_t)
         loss.backward()
         optimizer.step()
@@ -103,7 +104,26 @@ def torch_steps(network: Network, X, Y, device, compiled):
     if compiled:
         train, infer = torch.compile(train), torch.compile(infer)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if graphed:
+        train, infer = _cuda_graphed(train), _cuda_graphed(infer)
     return train, infer, sync
+
+
+def _cuda_graphed(step):
+    """PyTorch's own whole-step CUDA graph (torch.cuda.graph): warm up on a side stream,
+    capture once, replay. Gradients are kept (not set to None) so their memory stays put."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 # --- JAX -------------------------------------------------------------------------------
@@ -167,8 +187,11 @@ def torch_peak(dtype, device, n=None):
 def build(framework, network, X, Y, device):
     if framework == "numpy-naive":
         return numpy_naive(network, X, Y)
-    if framework in ("torch-eager", "torch-compile"):
-        return torch_steps(network, X, Y, device, compiled=framework == "torch-compile")
+    if framework in GPU_ONLY and device != "cuda":
+        raise ValueError(f"{framework} needs --device cuda")
+    if framework in ("torch-eager", "torch-compile", "torch-cudagraph"):
+        return torch_steps(network, X, Y, device, compiled=framework == "torch-compile",
+                           graphed=framework == "torch-cudagraph")
     if framework == "jax-jit":
         return jax_steps(network, X, Y)
     raise ValueError(f"unknown reference {framework!r}; known: {', '.join(FRAMEWORKS)}")
@@ -178,7 +201,7 @@ def installed(framework) -> bool:
     import importlib.util
 
     package = {"numpy-naive": "numpy", "torch-eager": "torch", "torch-compile": "torch",
-               "jax-jit": "jax"}[framework]
+               "torch-cudagraph": "torch", "jax-jit": "jax"}[framework]
     return importlib.util.find_spec(package) is not None
 
 

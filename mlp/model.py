@@ -413,6 +413,14 @@ class Sequential:
         Y = validation.targets(y, self.n_out, self.loss.name, X.shape[0], self.dtype)
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
+        parallel = None
+        if distributed_mod.requested(distributed):
+            if diagnostics:
+                raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
+            parallel = distributed_mod.DataParallel(self, distributed_mod.get_world(self.backend))
+            parallel.start()  # rank 0's weights and shuffling state, before the validation split
+            if parallel.rank != 0:
+                verbose, checkpoint = 0, None  # rank 0 alone prints and writes
         saved = checkpoint_mod.load(resume) if resume is not None else None
         if saved is not None:  # replay the validation split exactly as the original run drew it
             self._shuffle_rng.bit_generator.state = saved.state["fit_start_rng"]
@@ -423,13 +431,6 @@ class Sequential:
             raise ValueError(f"early stopping monitors {stopper.monitor!r}: give validation_data "
                              "or validation_split, or EarlyStopping(monitor='loss')")
         schedule = schedules.get(lr_schedule)
-        parallel = None
-        if distributed_mod.requested(distributed):
-            if diagnostics:
-                raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
-            parallel = distributed_mod.DataParallel(self, distributed_mod.get_world(self.backend))
-            if parallel.rank != 0:
-                verbose, checkpoint = 0, None  # rank 0 alone prints and writes
         n = X.shape[0]
         batch = validation.batch_size(batch_size, n)
         backend, loss = self.backend, self.loss
@@ -442,8 +443,6 @@ class Sequential:
         if saved is not None:
             first_epoch = checkpoint_mod.restore(saved, self, history, schedule, stopper)
         steps = math.ceil(n / batch)
-        if parallel is not None:
-            parallel.start()
         bar = progress.Progress(verbose, epochs, steps, n)
         try:
             for epoch in range(first_epoch, epochs):

@@ -38,9 +38,11 @@ def main(config):
     real_save = checkpoint.save
     checkpoint.save = lambda path, *a, **k: (saves.append(rank), real_save(path, *a, **k))
     history = model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"], verbose=0,
-                        distributed=True, checkpoint=config.get("checkpoint"))
+                        distributed=True, checkpoint=config.get("checkpoint"),
+                        validation_split=config.get("validation_split", 0.0))
     np.savez(f"{config['out']}.rank{rank}.npz", params=model.params, loss=history["loss"],
-             accuracy=history["accuracy"], saves=np.array(saves, dtype=int))
+             accuracy=history["accuracy"], saves=np.array(saves, dtype=int),
+             val_loss=history["val_loss"] if "val_loss" in history.history else np.zeros(0))
 
 
 if __name__ == "__main__":

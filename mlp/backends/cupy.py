@@ -311,7 +311,9 @@ class GraphStep:
         self.graph.launch()
         model.optimizer.count_step()
         backend.counted_step(model.params, model.optimizer)
-        return self.value, [self.output]
+        # the loss is copied (one tiny device copy): a caller may keep it across steps; the
+        # output buffer is the graph's, overwritten by the next replay
+        return self.value.copy(), [self.output]
 
     def _capture(self, X, Y):
         backend, model = self.backend, self.model
@@ -333,4 +335,4 @@ class GraphStep:
             backend._capturing = False
         self.graph, self.value, self.output = graph, value, outputs[-1]
         self.graph.launch()  # the capture recorded this step without running it
-        return self.value, [self.output]
+        return self.value.copy(), [self.output]

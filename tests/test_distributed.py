@@ -236,3 +236,14 @@ def test_gpu_gradients_go_to_nccl_on_the_current_stream(monkeypatch):
                                       dtype=np.dtype(np.float32))
         world.allreduce_sum(grads)
         assert nccl.reductions[-1] == (1000 + rank, 1000 + rank, 123, "f32", "sum", 4242)
+
+
+@needs_mpi
+def test_mlp_bench_scaling_writes_its_table_and_json(tmp_path):
+    from mlp import cli
+
+    assert cli.main(["bench", "--scaling", "1,2", "--net", "tiny", "--batch-sizes", "32",
+                     "--out", str(tmp_path), "--stem", "s"]) == 0
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert [row["ranks"] for row in report["rows"]] == [1, 2, 1, 2]
+    assert "| strong | 2 | 32 |" in (tmp_path / "s.md").read_text()

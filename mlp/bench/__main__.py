@@ -30,9 +30,18 @@ def add_arguments(parser):
     parser.add_argument("--out", default="bench-results", help="folder for JSON, table and plot")
     parser.add_argument("--stem", default="bench", help="file name stem of the outputs")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--scaling", default=None, metavar="RANKS",
+                        help="data-parallel scaling instead: rank counts such as 1,2,4 (mpiexec jobs; "
+                             "the first --net, --batch-sizes per rank or global, the first --backends)")
 
 
 def run_from_args(args):
+    if args.scaling:
+        from mlp.bench import scaling
+
+        return scaling.main(["--ranks", args.scaling, "--net", args.net[0], "--batch", args.batch_sizes[0],
+                             "--backend", (args.backends or ["numpy"])[0], "--dtype", args.dtype,
+                             "--out", args.out, "--stem", args.stem])
     import mlp.bench as bench
     from mlp.backends import available, get_backend
     from mlp.bench.networks import NETWORKS, custom

@@ -14,6 +14,7 @@ The terms are element-wise and branch-free, so compiled backends take them as th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -43,7 +44,7 @@ class Loss:
 
 
 def all_elements(shape):
-    return int(np.prod(shape))
+    return math.prod(shape)  # not np.prod: 6 us a call, several times a step
 
 
 def batch_rows(shape):

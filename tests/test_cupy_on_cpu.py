@@ -92,3 +92,22 @@ def test_a_training_set_larger_than_free_memory_streams_from_the_host(backend_na
         model.fit(X, y, epochs=2, batch_size=16, verbose=0)
         results.append(model.backend.to_numpy(model.params))
     assert_close(results[1], results[0], "float64")
+
+
+def test_a_graph_capture_that_fails_warns_once_and_trains_uncaptured(backend_name, rng):
+    """The stand-in cannot capture (it has no CUDA streams): the step must say so and go on."""
+    X, y = _xy(rng)
+    results = []
+    for name in ("numpy", backend_name):
+        model = mlp.MLP([6, 16, 4], activation="tanh", output="softmax", backend=name, dtype="float64", seed=6)
+        model.compile(loss="cross_entropy", optimizer=mlp.Adam(0.01))
+        if name == backend_name:
+            model.backend.graphs = True
+            with pytest.warns(RuntimeWarning, match="CUDA graph capture failed at batch size 16") as caught:
+                model.fit(X, y, epochs=3, batch_size=16, verbose=0)
+            assert len(caught) == 1
+        else:
+            model.fit(X, y, epochs=3, batch_size=16, verbose=0)
+        results.append((model.backend.to_numpy(model.params), model.optimizer.step))
+    assert results[1][1] == results[0][1] == 12
+    assert_close(results[1][0], results[0][0], "float64", scale=10)

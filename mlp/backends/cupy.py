@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -291,6 +292,7 @@ class GraphStep:
         self.backend, self.model, self.batch = backend, model, batch
         self.graph = None
         self.warm = False
+        self.failed = False
 
     def _uncaptured(self, X, Y):
         model = self.model
@@ -300,11 +302,11 @@ class GraphStep:
 
     def __call__(self, X, Y):
         backend, model = self.backend, self.model
-        if not self.warm:
+        if not self.warm or self.failed:
             self.warm = True
             return self._uncaptured(X, Y)
         if self.graph is None:
-            return self._capture(X, Y)
+            return self._capture_or_fall_back(X, Y)
         cupy.copyto(self.X, X)
         cupy.copyto(self.Y, Y)
         backend.sync_optimizer(model.params, model.optimizer)
@@ -314,6 +316,25 @@ class GraphStep:
         # the loss is copied (one tiny device copy): a caller may keep it across steps; the
         # output buffer is the graph's, overwritten by the next replay
         return self.value.copy(), [self.output]
+
+    def _capture_or_fall_back(self, X, Y):
+        """Capture; if CUDA refuses (an operation that cannot be captured, an old driver), say
+        so once and run this model's steps at this batch size uncaptured from then on. Host
+        state that the aborted capture advanced (Adam's step, the device-scalar cache) is put
+        back first, since none of the captured work ran."""
+        optimizer = self.model.optimizer
+        step = getattr(optimizer, "step", None)
+        try:
+            return self._capture(X, Y)
+        except Exception as error:  # noqa: BLE001  (any capture failure: reported, then uncaptured)
+            self.failed = True
+            if step is not None:
+                optimizer.step = step
+            self.backend._hyper.pop(id(self.model.params), None)
+            warnings.warn(f"CUDA graph capture failed at batch size {self.batch} ({type(error).__name__}: "
+                          f"{error}); running these steps uncaptured. MLP_CUDA_GRAPHS=0 skips capture.",
+                          RuntimeWarning, stacklevel=3)
+            return self._uncaptured(X, Y)
 
     def _capture(self, X, Y):
         backend, model = self.backend, self.model

@@ -148,10 +148,8 @@ def cmd_info(args):
         except cuda_toolchain.ToolchainUnavailable:
             tools.append(f"{module} no (pip install 'numba-cuda[cu13]')")
     print("  GPU compilers without a GPU: " + ", ".join(tools))
-    import shutil
-
     mpi = "mpi4py " + ("yes" if importlib.util.find_spec("mpi4py") else "no (pip install 'mlp[mpi]' mpich)")
-    print(f"  distributed: {mpi}, mpiexec {shutil.which('mpiexec') or 'not found'}")
+    print(f"  distributed: {mpi}, mpiexec {mlp.distributed.mpiexec_path() or 'not found'}")
     versions = machine.versions()
     print("  packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return 0

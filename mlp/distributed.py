@@ -25,6 +25,7 @@ distribution turned on, nothing here is imported and mpi4py is not needed.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 
@@ -68,6 +69,12 @@ def timeout_seconds() -> float:
         raise ValueError(f"MLP_COLLECTIVE_TIMEOUT must be a number of seconds; got {value!r}") from None
 
 
+def mpiexec_path():
+    """The `mpiexec` launcher: beside this Python (an `mpich` wheel in the environment) or on
+    PATH; None when there is none."""
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
 def shard_bounds(rows: int, size: int, rank: int) -> tuple[int, int]:
     """[start, stop) of `rank`'s share of `rows` rows split over `size` ranks."""
     base, extra = divmod(rows, size)
@@ -108,30 +115,10 @@ def _mpi_cuda_aware(MPI) -> bool:
         return False
 
 
-class World:
-    """The ranks of one job and the collectives data-parallel training needs. The
-    base class is the one-process world: every collective is the identity."""
+class MPIWorld:
+    """The ranks of an MPI job and the collectives data-parallel training needs (with one
+    rank every collective returns at once)."""
 
-    rank, size = 0, 1
-    engine = "none"
-
-    def allreduce_sum(self, buffer):
-        """Sum `buffer` (host or device array) over the ranks, in place."""
-
-    def allreduce_host(self, values: np.ndarray) -> np.ndarray:
-        return values
-
-    def broadcast(self, buffer, root=0):
-        """Copy `buffer` from `root` to every rank, in place."""
-
-    def broadcast_object(self, value, root=0):
-        return value
-
-    def abort(self, message):
-        raise DistributedError(message)
-
-
-class MPIWorld(World):
     def __init__(self, backend):
         self.MPI = _mpi()
         self.comm = self.MPI.COMM_WORLD
@@ -192,13 +179,13 @@ class MPIWorld(World):
     def broadcast(self, buffer, root=0):
         if self.size == 1:
             return
-        if self.on_device and self.nccl is None:
-            self.backend.synchronize()
-        if self.on_device and self.nccl is not None:
+        if self.nccl is not None:  # once per fit: the weights may pass through the host
             host = self.backend.to_numpy(buffer).copy()
             self._wait(self.comm.Ibcast(host, root=root), "the weight broadcast")
             buffer[...] = self.backend.asarray(host)
             return
+        if self.on_device:  # CUDA-aware MPI reads device memory; the kernels before must be done
+            self.backend.synchronize()
         self._wait(self.comm.Ibcast(buffer, root=root), "the weight broadcast")
 
     def broadcast_object(self, value, root=0):
@@ -214,7 +201,7 @@ class MPIWorld(World):
 _world = None
 
 
-def get_world(backend) -> World:
+def get_world(backend) -> MPIWorld:
     """The job's world (created once per process: MPI is initialised on first use)."""
     global _world
     if _world is None:
@@ -225,7 +212,7 @@ def get_world(backend) -> World:
 class DataParallel:
     """What `fit` does differently on each rank of a data-parallel job."""
 
-    def __init__(self, model, world: World):
+    def __init__(self, model, world: MPIWorld):
         self.model, self.world = model, world
         self.rank, self.size = world.rank, world.size
 
@@ -249,12 +236,11 @@ class DataParallel:
         (this shard's loss times its share, [this shard's output])."""
         model, loss = self.model, self.model.loss
         backend = model.backend
-        rows = X.shape[0]
+        rows, per_row = X.shape[0], tuple(Y.shape[1:])
+        shard_norm, global_norm = loss.normaliser((rows,) + per_row), loss.normaliser((global_rows,) + per_row)
         if rows:
             value, outputs = model._compute_gradients(X, Y, loss, 0.0, 0.0, training=True)
-            share = loss.normaliser((rows,) + tuple(Y.shape[1:])) / loss.normaliser(
-                (global_rows,) + tuple(Y.shape[1:]))
-            model.grads *= model.dtype.type(share)
+            model.grads *= model.dtype.type(shard_norm / global_norm)
         else:  # fewer rows than ranks in a last batch: this rank adds nothing
             model.grads[...] = 0
             value, outputs = 0.0, [backend.zeros((0, model.n_out), model.dtype)]
@@ -262,8 +248,7 @@ class DataParallel:
         if model.l1 or model.l2:
             penalty = model._penalty(model.l1, model.l2, add_gradients=True)
             if self.rank == 0:  # counted once per global batch in the epoch's loss
-                shape = tuple(Y.shape[1:])
-                value = value + penalty * (loss.normaliser((global_rows,) + shape) / loss.normaliser((rows,) + shape))
+                value = value + penalty * (global_norm / shard_norm)
         model._apply_gradients()
         return value, outputs
 

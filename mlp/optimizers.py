@@ -92,7 +92,7 @@ class Adam(Optimizer):
         self.step += 1
 
     def apply(self, params, grads):
-        self.step += 1
+        self.count_step()
         self.backend.adam_update(params, grads, self.m, self.v, self.lr,
                                  self.beta1, self.beta2, self.eps, self.step)
 

@@ -6,9 +6,7 @@
 - The same source is compiled by NVRTC for sm_80 and sm_90 (float32 and float64), and ptxas'
   report must show no register spills.
 """
-import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from mlp import activations, losses
 from mlp.backends import get_backend
 from mlp.kernels import cuda_source, cuda_toolchain
+from tests import cupy_on_cpu
 
 ACTIVATIONS = [activations.get(name) for name in activations.ACTIVATIONS if name != "softmax"] + [
     activations.get("leaky_relu", slope=0.2), activations.get("elu", alpha=0.5)]
@@ -25,43 +24,28 @@ TOLERANCE = {"float64": 1e-12, "float32": 2e-6}
 
 
 class HostKernels:
-    """The module compiled for the CPU; `run(name, *args)` launches host_<name> on numpy arrays."""
+    """The module built for the CPU by the CuPy stand-in (tests/cupy_on_cpu.py); `run(name,
+    *args)` launches a kernel over a small grid on numpy arrays and Python numbers, converted
+    to the types its signature declares."""
 
-    C_TYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double}
-
-    def __init__(self, library, dtype):
-        self.library, self.dtype = library, dtype
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.module = cupy_on_cpu.RawModule(cuda_source.module_source(dtype, ACTIVATIONS, LOSSES))
 
     def run(self, name, *args):
         signature = cuda_source.SIGNATURES[cuda_source.kernel_kind(name)]
-        assert len(args) == len(signature), name
-        real = self.C_TYPES[self.dtype]
-        converted = []
-        for (ctype, _), value in zip(signature, args):
-            if ctype.endswith("*"):
-                assert value.flags.c_contiguous
-                converted.append(ctypes.c_void_p(value.ctypes.data))
-            elif ctype == "T":
-                converted.append(real(value))
-            elif ctype == "long long":
-                converted.append(ctypes.c_longlong(value))
-            else:
-                converted.append(ctypes.c_int(value))
-        getattr(self.library, f"host_{name}")(ctypes.c_uint(GRID), ctypes.c_uint(BLOCK), *converted)
+        scalars = {"T": np.dtype(self.dtype).type, "long long": np.int64, "int": np.int32}
+        converted = [value.view(cupy_on_cpu.DeviceArray) if ctype.endswith("*") else scalars[ctype](value)
+                     for (ctype, _), value in zip(signature, args)]
+        assert len(converted) == len(args), name
+        self.module.get_function(name)((GRID,), (BLOCK,), converted)
 
 
 @pytest.fixture(scope="module", params=["float64", "float32"])
-def host(request, tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
+def host(request):
+    if shutil.which("g++") is None:
         pytest.skip("no host C++ compiler (g++) to run the CUDA kernels' source on the CPU")
-    dtype = request.param
-    folder = tmp_path_factory.mktemp(f"cuda_host_{dtype}")
-    source = folder / "kernels.cpp"
-    source.write_text(cuda_source.host_source(dtype, ACTIVATIONS, LOSSES))
-    library = folder / "kernels.so"
-    subprocess.run([compiler, "-O1", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
-    return HostKernels(ctypes.CDLL(str(library)), dtype)
+    return HostKernels(request.param)
 
 
 def close(actual, expected, dtype):

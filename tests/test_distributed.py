@@ -3,7 +3,6 @@ package registry with mpi4py): same weights as one process on the same global ba
 failures that stop the whole job, uneven last batches, one writer for checkpoints."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from mlp import datasets, distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
-MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+MPIEXEC = distributed.mpiexec_path()
 
 
 def _mpi_ready():

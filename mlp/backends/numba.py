@@ -101,7 +101,7 @@ class Backend(_NumpyBackend):
 
         def train(X, Y):
             if kind == "adam":
-                optimizer.step += 1
+                optimizer.count_step()
                 h1, h2, eps, t = optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
             else:
                 h1, h2, eps, t = optimizer.momentum, 0.0, 0.0, 0

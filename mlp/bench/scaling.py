@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -64,7 +63,9 @@ def worker(args):
 def run(ranks, net, batch, modes=("weak", "strong"), backend="numpy", dtype="float32", steps=20,
         repeats=5, warmup=3, timeout=600):
     """Launch one mpiexec job per rank count and mode; returns the rows with efficiencies."""
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    from mlp.distributed import mpiexec_path
+
+    mpiexec = mpiexec_path()
     if mpiexec is None:
         raise RuntimeError("the scaling benchmark needs mpiexec on PATH: pip install mpich mpi4py")
     rows = []
@@ -86,8 +87,8 @@ def run(ranks, net, batch, modes=("weak", "strong"), backend="numpy", dtype="flo
 
 
 def table(rows, net, batch) -> str:
-    lines = [f"Data-parallel scaling, {net}, batch {batch} (per rank for weak, global for strong)", "", "| mode | ranks | global batch | samples/s | efficiency | engine |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"Data-parallel scaling, {net}, batch {batch} (per rank for weak, global for strong)", "",
+             "| mode | ranks | global batch | samples/s | efficiency | engine |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['mode']} | {row['ranks']} | {row['global_batch']} | "
                      f"{row['samples_per_s']:,.0f} | {row['efficiency']:.2f} | {row['engine']} |")

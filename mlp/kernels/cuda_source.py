@@ -27,7 +27,7 @@ from mlp.kernels.translate import C_PRELUDE, c_number, to_c
 C_TYPES = {"float32": "float", "float64": "double"}
 
 # Device-resident hyperparameters (always double): the host writes them only when they change.
-SGD_HYPER = ("lr", "momentum")
+# Adam uses every slot; SGD only the first two, as (lr, momentum).
 ADAM_HYPER = ("lr", "beta1", "beta2", "eps", "step", "step_size", "root_bias2")
 
 # name -> parameters (C type, name); the kernels' single declaration, used for the CUDA
@@ -54,8 +54,8 @@ SIGNATURES = {
     "counter_tick": [("unsigned long long*", "state")],
 }
 
-_GRID_STRIDE = "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < {n}; " \
-               "i += (long long)gridDim.x * blockDim.x)"
+_GRID_STRIDE = "for (long long {i} = blockIdx.x * (long long)blockDim.x + threadIdx.x; {i} < {n}; " \
+               "{i} += (long long)gridDim.x * blockDim.x)"
 
 
 def activation_key(activation) -> str:
@@ -78,11 +78,11 @@ def _activation_kernels(activation) -> str:
     params = {name: c_number(value) for name, value in activation.params.items()}
     forward = "T z = Z[i] + b[i % n_out];\n" + to_c(activation.forward, {"z": "z", **params}, ["Z[i]"])
     source = _kernel(f"forward_{key}", "forward",
-                     f"    {_GRID_STRIDE.format(n='total')} {{\n{_indent(forward)}\n    }}")
+                     f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(forward)}\n    }}")
     if activation.derivative is not None:
         backward = to_c(activation.derivative, {"a": "A[i]", "da": "dA[i]", **params}, ["dZ[i]"])
         source += _kernel(f"backward_{key}", "backward",
-                          f"    {_GRID_STRIDE.format(n='total')} {{\n{_indent(backward)}\n    }}")
+                          f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(backward)}\n    }}")
     return source
 
 
@@ -90,7 +90,7 @@ def _loss_kernel(loss) -> str:
     term = to_c(loss.term, {"a": "A[i]", "y": "Y[i]"}, ["term[i]"])
     gradient = to_c(loss.term_gradient, {"a": "A[i]", "y": "Y[i]"}, ["T gradient"])
     return _kernel(f"loss_{loss.name}", "loss",
-                   f"    {_GRID_STRIDE.format(n='total')} {{\n{_indent(term)}\n{_indent(gradient)}\n"
+                   f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(term)}\n{_indent(gradient)}\n"
                    "        dA[i] = gradient * scale;\n    }")
 
 
@@ -105,11 +105,10 @@ def _fixed_kernels() -> str:
     adam = to_c(rules.adam_step, {"p": "p[i]", "g": "g[i]", "m": "m[i]", "v": "v[i]",
                                   "step_size": "step_size", "beta1": "beta1", "beta2": "beta2",
                                   "root_bias2": "root_bias2", "eps": "eps"}, ["p[i]", "m[i]", "v[i]"])
-    rows = _GRID_STRIDE.format(n="rows").replace("long long i", "long long r").replace("i <", "r <") \
-        .replace("i +=", "r +=")
+    rows = _GRID_STRIDE.format(i="r", n="rows")
     return "".join([
         _kernel("sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy",
-                f"    {_GRID_STRIDE.format(n='total')} {{\n{_indent(sigmoid)}\n        A[i] = a;\n"
+                f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(sigmoid)}\n        A[i] = a;\n"
                 f"        dZ[i] = (a - Y[i]) * scale;\n{_indent(logit_term)}\n    }}"),
         # Row-wise, one thread per row: the output layer is narrow (its classes). The loss
         # term is -sum_j y_j log_softmax(z)_j, from the logits, exact where A rounds to 0.
@@ -139,10 +138,10 @@ def _fixed_kernels() -> str:
         for (long long j = 0; j < cols; ++j) total += exp(z[j] - top);
         for (long long j = 0; j < cols; ++j) A[r * cols + j] = exp(z[j] - top) / total;
     }}"""),
-        _kernel("sgd", "sgd", f"    const T lr = T(hyper[0]);\n    {_GRID_STRIDE.format(n='n')} {{\n"
+        _kernel("sgd", "sgd", f"    const T lr = T(hyper[0]);\n    {_GRID_STRIDE.format(i='i', n='n')} {{\n"
                               f"{_indent(sgd)}\n    }}"),
         _kernel("momentum", "momentum",
-                f"    const T lr = T(hyper[0]), mu = T(hyper[1]);\n    {_GRID_STRIDE.format(n='n')} {{\n"
+                f"    const T lr = T(hyper[0]), mu = T(hyper[1]);\n    {_GRID_STRIDE.format(i='i', n='n')} {{\n"
                 f"{_indent(momentum)}\n    }}"),
         # One thread counts the step and computes Adam's bias corrections for it; the update
         # kernel launched after it on the same stream reads them.
@@ -152,11 +151,11 @@ def _fixed_kernels() -> str:
         _kernel("adam", "adam",
                 "    const T beta1 = T(hyper[1]), beta2 = T(hyper[2]), eps = T(hyper[3]);\n"
                 "    const T step_size = T(hyper[5]), root_bias2 = T(hyper[6]);\n"
-                f"    {_GRID_STRIDE.format(n='n')} {{\n{_indent(adam)}\n    }}"),
+                f"    {_GRID_STRIDE.format(i='i', n='n')} {{\n{_indent(adam)}\n    }}"),
         # Inverted dropout from a counter-based hash (splitmix64 of seed, counter, index): the
         # same mask for the same state on every device and in every replay of a graph.
         _kernel("dropout_mask", "dropout_mask",
-                f"    {_GRID_STRIDE.format(n='total')} {{\n"
+                f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n"
                 "        unsigned long long x = state[0] ^ (state[1] * 0x9E3779B97F4A7C15ULL) ^ "
                 "((unsigned long long)i * 0xD1B54A32D192ED03ULL);\n"
                 "        x += 0x9E3779B97F4A7C15ULL;\n"
@@ -209,14 +208,9 @@ static mlp_dim3 threadIdx, blockIdx, blockDim, gridDim;
 """
 
 
-def host_source(dtype: str, activation_list=(), loss_list=()) -> str:
-    """The module plus, per kernel, `extern "C" void host_<name>(grid, block, args...)` running
-    it over a grid on the CPU."""
-    return host_version(module_source(dtype, activation_list, loss_list))
-
-
 def host_version(source: str) -> str:
-    """A module's source made compilable by a host C++ compiler, with a launcher per kernel."""
+    """A module's source made compilable by a host C++ compiler, plus, per kernel,
+    `extern "C" void host_<name>(grid, block, args...)` running it over a grid on the CPU."""
     launchers = []
     for name in kernel_names(source):
         signature = SIGNATURES[kernel_kind(name)]

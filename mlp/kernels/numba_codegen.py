@@ -71,20 +71,14 @@ def _compiled(func, name, dtype):
 
     from mlp.kernels.translate import to_python
 
-    module = "_act" if func.__module__ == _act_module() else "_loss"
     if dtype != "float32":
+        module = {"mlp.activations": "_act", "mlp.losses": "_loss"}[func.__module__]
         return f"{name} = _jit({module}.{func.__name__})"
     params = list(inspect.signature(func).parameters)
     body = to_python(func, {p: f"float32({p})" for p in params}, ["result"], "float32")
-    lines = [f"@_jit", f"def {name}({', '.join(params)}):"]
+    lines = ["@_jit", f"def {name}({', '.join(params)}):"]
     lines += [f"    {line}" for line in body.splitlines()] + ["    return result"]
     return "\n".join(lines)
-
-
-def _act_module():
-    from mlp import activations
-
-    return activations.__name__
 
 
 def _function_table(layers, loss, dtype):

@@ -8,13 +8,9 @@ import os
 import sys
 
 from numba import njit
-from numba.extending import register_jitable
 
-from mlp import activations
 from mlp.kernels import rules
 
-# formulas that other formulas call: compiled code may call them too
-register_jitable(activations.tanh_float32)
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)

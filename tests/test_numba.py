@@ -63,6 +63,30 @@ def test_penalties_and_clipping(numba_path):
                         l1=0.01, l2=0.02, clip_norm=0.05)
 
 
+@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1, momentum=0.9), lambda: mlp.Adam(lr=0.01)],
+                         ids=["momentum", "adam"])
+def test_penalties_without_clipping(numba_path, optimizer):
+    # the whole step then updates each row of W as soon as its gradient (penalty included) is known
+    check_against_numpy("tanh", "softmax", "cross_entropy", optimizer, l1=0.01, l2=0.02)
+
+
+@pytest.mark.parametrize("batch", [4, 8, 11])
+def test_batch_sizes_around_the_row_blocks(numba_path, batch):
+    # the generated loops take the batch 4 rows at a time, then the rest one by one
+    check_against_numpy("relu", "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1), batch=batch)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_inference_splits_large_layers_across_cores(numba_path, batch):
+    from mlp.kernels.numba_codegen import PARALLEL_WEIGHTS
+
+    assert 260 * 257 >= PARALLEL_WEIGHTS  # the compiled forward takes this layer's units in parallel
+    X = np.random.default_rng(1).standard_normal((batch, 6))
+    outputs = [mlp.MLP([6, 260, 257, 3], activation="tanh", output="softmax", backend=name, dtype="float64",
+                       seed=4).predict(X) for name in ("numpy", "numba")]
+    assert_close(outputs[1], outputs[0], "float64", scale=100)
+
+
 def test_batch_of_one(numba_path):
     check_against_numpy("tanh", "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1, momentum=0.9), batch=1)
 

@@ -215,8 +215,9 @@ def step_source(plan: StepPlan) -> str:
     out = layers[-1]
     buffers = ", ".join(f"A{i}" for i in range(1, L + 1))
     deltas = ", ".join(f"D{i}" for i in range(1, L + 1))
-    norm = {"mse": "n * %d" % out.n_out, "mae": "n * %d" % out.n_out, "sse": "1",
-            "binary_cross_entropy": "n * %d" % out.n_out, "cross_entropy": "n"}[plan.loss]
+    per_element = f"n * {out.n_out}"
+    norm = {"mse": per_element, "mae": per_element, "sse": "1", "binary_cross_entropy": per_element,
+            "cross_entropy": "n"}[plan.loss]
     lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), "", "@_jit",
              f"def step(X, Y, params, grads, s1, s2, {buffers}, {deltas}, lr, h1, h2, eps, t, l1, l2, clip):",
              "    n = X.shape[0]",
@@ -292,10 +293,10 @@ def _update(plan, target, grad, index, indent):
         return [f"{indent}{target} = _cpu.sgd_step({target}, {grad}, lr)"]
     if plan.optimizer in ("momentum", "nesterov"):
         nesterov = plan.optimizer == "nesterov"
-        return [f"{indent}{target}, s1[{index}] = _cpu.momentum_step({target}, {grad}, s1[{index}], "
-                f"lr, h1, {nesterov})"]
-    return [f"{indent}{target}, s1[{index}], s2[{index}] = _cpu.adam_step({target}, {grad}, "
-            f"s1[{index}], s2[{index}], step_size, h1, h2, root_bias2, eps)"]
+        return [(f"{indent}{target}, s1[{index}] = _cpu.momentum_step({target}, {grad}, s1[{index}], "
+                 f"lr, h1, {nesterov})")]
+    return [(f"{indent}{target}, s1[{index}], s2[{index}] = _cpu.adam_step({target}, {grad}, "
+             f"s1[{index}], s2[{index}], step_size, h1, h2, root_bias2, eps)")]
 
 
 def _input_delta_activation(plan, number, ks, indent="    "):

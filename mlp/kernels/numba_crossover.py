@@ -4,7 +4,8 @@ For networks [w, w, w, 10] (ReLU and tanh hidden layers, softmax cross-entropy, 
 w, time one training step both ways over batch sizes 1, 2, 4, ...; the crossover of a width is
 the largest batch up to which the compiled step is faster at every size (the sweep stops at the
 first loss, so one noisy slow measurement of the other path cannot carry it further), the
-smaller of the two activations'. Written to numba_crossover.json beside this file (or --out).
+smaller of the two activations'. The two paths are timed alternately, best of ROUNDS each.
+Written to numba_crossover.json beside this file (or --out).
 
     python -m mlp.kernels.numba_crossover [--out PATH]
 """
@@ -18,6 +19,11 @@ import time
 import numpy as np
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
+# Small enough that repeating one batch leaves the network where it started: at lr 0.01 one
+# step took a 4096-wide ReLU net's softmax outputs below FLT_MIN, and every later step ran on
+# denormal numbers, 5x slower on both paths (222 vs 45 ms at batch 1), hiding the difference.
+LR = 1e-6
+ROUNDS = 5
 
 
 def time_step(backend, model, X, Y, override):
@@ -40,14 +46,18 @@ def measure_crossover(widths=WIDTHS, activations=("relu", "tanh"), max_batch=819
             for activation in activations:
                 model = mlp.MLP([width, width, width, 10], activation=activation, output="softmax",
                                 backend="numba", seed=0)
-                model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=0.01), metrics=[])
+                model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=LR), metrics=[])
                 best, batch = 0, 1
                 while batch <= max_batch:
                     rng = np.random.default_rng(0)
                     X = rng.standard_normal((batch, width)).astype(np.float32)
                     Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
-                    fused = time_step(backend, model, X, Y, 10**9)
-                    blas = time_step(backend, model, X, Y, 0)
+                    # alternated, best of ROUNDS each: a slow spell of this shared machine
+                    # then hits both paths instead of deciding the comparison
+                    fused = blas = float("inf")
+                    for _ in range(ROUNDS):
+                        fused = min(fused, time_step(backend, model, X, Y, 10**9))
+                        blas = min(blas, time_step(backend, model, X, Y, 0))
                     timings[f"{activation}/{width}/{batch}"] = {"whole_step_s": fused, "blas_s": blas}
                     if verbose:
                         print(f"{activation:>5} width {width:5d} batch {batch:5d}: whole step "

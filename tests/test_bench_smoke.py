@@ -68,3 +68,25 @@ def test_timing_reports_first_call_apart():
 
     result = bench.measure(step, lambda: None, min_repeat_time=0.001, repeats=3, warmup=1)
     assert result["first_call_seconds"] > 10 * result["seconds"]
+
+
+def test_rounds_keep_each_cases_fastest_round_and_the_cold_first_call(monkeypatch):
+    # round 1 is slow (a busy spell of the machine), round 2 fast: the fast one is kept,
+    # with round 1's first call (the only one that compiled anything)
+    import mlp.bench.timing
+
+    seconds = iter([0.5, 0.5, 0.1, 0.1])  # train and infer of round 1, then of round 2
+    first_calls = iter([2.0, 2.0, 0.01, 0.01])
+
+    def fake_measure(step, synchronize, **timing):
+        value = next(seconds)
+        return {"seconds": value, "q1": value, "q3": value, "calls": 1, "repeats": 1,
+                "first_call_seconds": next(first_calls)}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "peak_gemm_flops", lambda backend, dtype: (1e9, 64))
+    monkeypatch.setattr(mlp.bench.timing, "peak_gemm_flops", lambda backend, dtype: (1e9, 64))
+    report = bench.run(["numpy"], ["tiny"], [4], reference_names=[], progress=False, rounds=2)
+    rows = report["results"]
+    assert len(rows) == 2 and report["settings"]["rounds"] == 2
+    assert all(r["seconds"] == 0.1 and r["first_call_seconds"] == 2.0 for r in rows)

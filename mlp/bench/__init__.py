@@ -46,8 +46,11 @@ def backend_step(backend_name, network: Network, batch, mode, dtype="float32", s
 
 def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZES,
         modes=("train", "infer"), dtype="float32", reference_names=None, threads=None,
-        timing=None, progress=True, device="cpu"):
-    """Measure everything; returns the report dict (see README: benchmarks)."""
+        timing=None, progress=True, device="cpu", rounds=1):
+    """Measure everything; returns the report dict (see README: benchmarks).
+    `rounds` > 1 measures every implementation that many times over, in turn, and keeps each
+    case's fastest round: a slow spell of a shared machine then has to last through every
+    round of one implementation to bias a ratio, not just the seconds it measures in."""
     import mlp
     from mlp.bench import references  # not at import time: it is also run as a script
 
@@ -59,18 +62,46 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
                            and (device == "cuda" or r not in references.GPU_ONLY)]
     backend_objects = [mlp.get_backend(name) for name in backends]
     cases = [(b, n, s, m) for b in backends for n in networks for s in batch_sizes for m in modes]
-    bar = _bar(progress, len(cases) + len(reference_names) * len(networks))
-    results = []
+    bar = _bar(progress, rounds * (len(cases) + len(reference_names) * len(networks)))
+    best, peaks = {}, {}
+    for _ in range(rounds):
+        for result in _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype,
+                                 reference_names, threads, device, timing, peaks, bar):
+            key = (result["implementation"], result["network"], result.get("mode"), result.get("batch"))
+            kept = best.get(key)
+            if kept is None or ("error" in kept and "error" not in result):
+                best[key] = result
+            elif "error" not in result and result["seconds"] < kept["seconds"]:
+                best[key] = {**result, "first_call_seconds": kept["first_call_seconds"]}  # the cold one
+    bar.close()
+    results = list(best.values())
+    by_name = {n.name: n for n in networks}
+    _annotate(results, by_name, peaks)
+    return {"machine": machine.describe(backend_objects, threads, dtype), "peak_gemm": peaks,
+            "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "timing": timing,
+                         "rounds": rounds, "optimizer": f"SGD(lr={LR})"},
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
+
+
+def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, reference_names,
+               threads, device, timing, peaks, bar):
+    """Every case once: the mlp backends here, each reference in its own process. Yields
+    results; GEMM peaks go into `peaks` (the highest seen)."""
+    from mlp.bench import references
+
+    def keep_peak(name, peak):
+        if name not in peaks or peak["flops"] > peaks[name]["flops"]:
+            peaks[name] = peak
+
     with thread_limit(threads):
-        peaks = {}
         for backend in backend_objects:
             flops, size = peak_gemm_flops(backend, dtype)
-            peaks[backend.name] = {"flops": flops, "n": size}
+            keep_peak(backend.name, {"flops": flops, "n": size})
         for backend_name, network, batch, mode in cases:
             step, sync, model = backend_step(backend_name, network, batch, mode, dtype)
             result = measure(step, sync, **timing)
-            results.append({"implementation": backend_name, "kind": "backend", "network": network.name,
-                            "sizes": list(network.sizes), "mode": mode, "batch": batch, **result})
+            yield {"implementation": backend_name, "kind": "backend", "network": network.name,
+                   "sizes": list(network.sizes), "mode": mode, "batch": batch, **result}
             del step, model
             bar.update(1)
     for name in reference_names:
@@ -78,23 +109,15 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
             for result in references.run_in_subprocess(name, network, batch_sizes, modes, dtype,
                                                        threads, device, timing):
                 if "peak_gemm" in result:
-                    peaks[result["framework"]] = result["peak_gemm"]
+                    keep_peak(result["framework"], result["peak_gemm"])
                     continue
                 if "error" in result:
-                    results.append({"implementation": name, "kind": "reference", "network": network.name,
-                                    "error": result["error"]})
+                    yield {"implementation": name, "kind": "reference", "network": network.name,
+                           "error": result["error"]}
                     continue
                 result.pop("framework")
-                results.append({"implementation": name, "kind": "reference",
-                                "sizes": list(network.sizes), **result})
+                yield {"implementation": name, "kind": "reference", "sizes": list(network.sizes), **result}
             bar.update(1)
-    bar.close()
-    by_name = {n.name: n for n in networks}
-    _annotate(results, by_name, peaks)
-    return {"machine": machine.describe(backend_objects, threads, dtype), "peak_gemm": peaks,
-            "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "timing": timing,
-                         "optimizer": f"SGD(lr={LR})"},
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
 
 
 def _annotate(results, networks, peaks):

@@ -26,6 +26,9 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=None, help="threads for every implementation")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per repeat, at least")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure everything this many times in turn and keep each case's fastest "
+                             "round (a shared, noisy machine)")
     parser.add_argument("--device", default="cpu", help="device for the references: cpu or cuda")
     parser.add_argument("--out", default="bench-results", help="folder for JSON, table and plot")
     parser.add_argument("--stem", default="bench", help="file name stem of the outputs")
@@ -61,7 +64,7 @@ def run_from_args(args):
     references = [] if args.references == ["none"] else args.references
     report = bench.run(backends, networks, batch_sizes, args.modes, args.dtype, references,
                        args.threads, {"repeats": args.repeats, "min_repeat_time": args.min_time},
-                       progress=not args.quiet, device=args.device)
+                       progress=not args.quiet, device=args.device, rounds=args.rounds)
     paths = bench.write(report, args.out, args.stem)
     print(bench.table(report))
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)

@@ -299,83 +299,58 @@ def _update(plan, target, grad, index, indent):
              f"s1[{index}], s2[{index}], step_size, h1, h2, root_bias2, eps)")]
 
 
-def _input_delta_activation(plan, number, ks, indent="    "):
-    prev = plan.layers[number - 2]
-    return [f"{indent}for i in range(n):", f"{indent}    for k in {ks}:",
-            f"{indent}        D{number - 1}[i, k] = g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})"]
+def _input_delta_activation(plan, number):
+    prev, layer = plan.layers[number - 2], plan.layers[number - 1]
+    return ["    for i in range(n):", f"        for k in range({layer.n_in}):",
+            f"            D{number - 1}[i, k] = g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})"]
 
 
-def _penalty(plan, gradient, weight, indent, loss="loss"):
+def _penalty(plan, gradient, weight, indent):
     lines = []
     if plan.l2:
-        lines += [f"{indent}{loss} += l2 * {weight} * {weight}", f"{indent}{gradient} += 2.0 * l2 * {weight}"]
+        lines += [f"{indent}loss += l2 * {weight} * {weight}", f"{indent}{gradient} += 2.0 * l2 * {weight}"]
     if plan.l1:
-        lines += [f"{indent}{loss} += l1 * abs({weight})", f"{indent}{gradient} += l1 * np.sign({weight})"]
+        lines += [f"{indent}loss += l1 * abs({weight})", f"{indent}{gradient} += l1 * np.sign({weight})"]
     return lines
 
 
-def _input_delta(number, units, ks, indent):
-    """D_{l-1}[i, ks] += sum over `units` rows of W from o on, weighted by D_l[i, o + u]."""
+def _input_delta(number, layer, units, indent):
+    """D_{l-1}[i, :] += sum over `units` rows of W from o on, weighted by D_l[i, o + u]."""
     lines = [f"{indent}for i in range(n):"]
     lines += [f"{indent}    e{u} = D{number}[i, {_unit(u)}]" for u in range(units)]
     terms = " + ".join(f"e{u} * W{number}[{_unit(u)}, k]" for u in range(units))
-    return lines + [f"{indent}    for k in {ks}:", f"{indent}        D{number - 1}[i, k] += {terms}"]
+    return lines + [f"{indent}    for k in range({layer.n_in}):", f"{indent}        D{number - 1}[i, k] += {terms}"]
 
 
-def _unit_gradient(plan, number, unit, ks, indent, row="row[k]", bias=True, loss="loss"):
-    """Unit `unit`'s weight-gradient row over columns `ks` (into `row`, or straight into dW
-    when clipping defers the update), penalties added, then its update; with `bias`, also
-    its bias gradient `gb` and the bias update."""
+def _unit_gradient(plan, number, unit, indent):
+    """Unit `unit`'s weight-gradient row (into `row`, or straight into dW when clipping
+    defers the update) and bias gradient `gb`, ROW_BLOCK rows of the batch per pass,
+    penalties added; then, without clipping, its update."""
     layer = plan.layers[number - 1]
     src = "X" if number == 1 else f"A{number - 1}"
     start, w_end, _ = _offsets(plan.layers)[number - 1]
-    row = f"dW{number}[{unit}, k]" if plan.clip else row
-    lines = [f"{indent}for k in {ks}:", f"{indent}    {row} = 0.0"] + ([f"{indent}gb = 0.0"] if bias else [])
+    columns = f"range({layer.n_in})"
+    row = f"dW{number}[{unit}, k]" if plan.clip else "row[k]"
+    lines = [f"{indent}for k in {columns}:", f"{indent}    {row} = 0.0", f"{indent}gb = 0.0"]
     for rows_range, rows in _row_blocks():
         lines += [f"{indent}for i in {rows_range}:"]
         lines += [f"{indent}    d{r} = D{number}[{_row(r)}, {unit}]" for r in range(rows)]
-        if bias:
-            lines.append(f"{indent}    gb += " + " + ".join(f"d{r}" for r in range(rows)))
-        lines += [f"{indent}    for k in {ks}:",
+        lines += [f"{indent}    gb += " + " + ".join(f"d{r}" for r in range(rows)),
+                  f"{indent}    for k in {columns}:",
                   f"{indent}        {row} += " + " + ".join(f"d{r} * {src}[{_row(r)}, k]" for r in range(rows))]
-    penalty = _penalty(plan, row, f"W{number}[{unit}, k]", f"{indent}    ", loss)
+    penalty = _penalty(plan, row, f"W{number}[{unit}, k]", f"{indent}    ")
     if plan.clip:
         if penalty:
-            lines += [f"{indent}for k in {ks}:"] + penalty
-        return lines + ([f"{indent}db{number}[{unit}] = gb"] if bias else [])
-    lines += [f"{indent}for k in {ks}:"] + penalty
+            lines += [f"{indent}for k in {columns}:"] + penalty
+        return lines + [f"{indent}db{number}[{unit}] = gb"]
+    lines += [f"{indent}for k in {columns}:"] + penalty
     lines += _update(plan, f"W{number}[{unit}, k]", row, f"{start} + {unit} * {layer.n_in} + k", f"{indent}    ")
-    return lines + (_update(plan, f"b{number}[{unit}]", "gb", f"{w_end} + {unit}", indent) if bias else [])
-
-
-def _layer_backward(plan, number, ks, indent, row="row[k]", bias=True, loss="loss"):
-    """Layer `number`'s backward over the columns `ks` of W, UNIT_BLOCK units at a time:
-    their share of the input delta, then each one's gradient row and update; last, the
-    previous activation's derivative applied to the finished input delta."""
-    layer = plan.layers[number - 1]
-    blocked = layer.n_out - layer.n_out % UNIT_BLOCK
-    lines = []
-    if number > 1:
-        lines += [f"{indent}for i in range(n):", f"{indent}    for k in {ks}:", f"{indent}        D{number - 1}[i, k] = 0.0"]
-    inner = indent + "    "
-    if blocked:
-        lines.append(f"{indent}for o in range(0, {blocked}, {UNIT_BLOCK}):")
-        if number > 1:
-            lines += _input_delta(number, UNIT_BLOCK, ks, inner)
-        lines.append(f"{inner}for u in range(o, o + {UNIT_BLOCK}):")
-        lines += _unit_gradient(plan, number, "u", ks, inner + "    ", row, bias, loss)
-    if blocked < layer.n_out:
-        lines.append(f"{indent}for o in range({blocked}, {layer.n_out}):")
-        if number > 1:
-            lines += _input_delta(number, 1, ks, inner)
-        lines += _unit_gradient(plan, number, "o", ks, inner, row, bias, loss)
-    if number > 1:
-        lines += _input_delta_activation(plan, number, ks, indent)
-    return lines
+    return lines + _update(plan, f"b{number}[{unit}]", "gb", f"{w_end} + {unit}", indent)
 
 
 def _backward(plan):
-    """The delta recursion, last layer first. Without clipping, each row of W is updated as
+    """The delta recursion, last layer first, UNIT_BLOCK units at a time: their share of the
+    input delta, then each one's gradient row. Without clipping, each row of W is updated as
     soon as its gradient is known (after it has given its share of the input delta): a step
     reads and writes every weight about three times in all, the least a training step can,
     and `grads` is not written. With clipping the update needs the global gradient norm
@@ -384,7 +359,24 @@ def _backward(plan):
     if not plan.clip:
         lines.append(f"    row = np.empty({max(layer.n_in for layer in layers)}, dtype=params.dtype)")
     for number in range(len(layers), 0, -1):
-        lines += _layer_backward(plan, number, f"range({layers[number - 1].n_in})", "    ")
+        layer = layers[number - 1]
+        blocked = layer.n_out - layer.n_out % UNIT_BLOCK
+        if number > 1:
+            lines += ["    for i in range(n):", f"        for k in range({layer.n_in}):",
+                      f"            D{number - 1}[i, k] = 0.0"]
+        if blocked:
+            lines.append(f"    for o in range(0, {blocked}, {UNIT_BLOCK}):")
+            if number > 1:
+                lines += _input_delta(number, layer, UNIT_BLOCK, "        ")
+            lines.append(f"        for u in range(o, o + {UNIT_BLOCK}):")
+            lines += _unit_gradient(plan, number, "u", "            ")
+        if blocked < layer.n_out:
+            lines.append(f"    for o in range({blocked}, {layer.n_out}):")
+            if number > 1:
+                lines += _input_delta(number, layer, 1, "        ")
+            lines += _unit_gradient(plan, number, "o", "        ")
+        if number > 1:
+            lines += _input_delta_activation(plan, number)
     if plan.clip:
         lines += ["    square = 0.0", "    for j in range(grads.size):", "        square += grads[j] * grads[j]",
                   "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))", "    for j in range(params.size):",

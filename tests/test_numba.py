@@ -87,6 +87,21 @@ def test_inference_splits_large_layers_across_cores(numba_path, batch):
     assert_close(outputs[1], outputs[0], "float64", scale=100)
 
 
+@pytest.mark.parametrize("batch", [3, 40])
+def test_one_unit_output_layer(numba_path, batch):
+    # its input delta is an outer product: a compiled kernel on the BLAS path
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((batch, 2)), rng.integers(0, 2, batch)
+    params = []
+    for name in ("numpy", "numba"):
+        model = mlp.MLP([2, 8, 6, 1], activation="tanh", output="sigmoid", backend=name, dtype="float64", seed=3)
+        model.compile(loss="binary_cross_entropy", optimizer=mlp.SGD(lr=0.5))
+        for _ in range(3):
+            model.train_step(X, y)
+        params.append(model.backend.to_numpy(model.params))
+    assert_close(params[1], params[0], "float64", scale=100)
+
+
 def test_batch_of_one(numba_path):
     check_against_numpy("tanh", "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1, momentum=0.9), batch=1)
 

@@ -147,6 +147,15 @@ class Backend(_NumpyBackend):
         self.weight_gradient(dZ, X, dW)
         return self.input_delta(dZ, W) if need_dX else None
 
+    def input_delta(self, dZ, W):
+        if W.shape[0] != 1:
+            return super().input_delta(dZ, W)
+        shape = (dZ.shape[0], W.shape[1])
+        dX = self.buffer(W, "dX", shape, dZ.dtype)
+        dX = np.empty(shape, dZ.dtype) if dX is None else dX
+        kernels.outer_rows(np.ascontiguousarray(dZ), np.ascontiguousarray(W), dX)
+        return dX
+
     def square_norm(self, v):
         return v.dtype.type(kernels.square_norm(np.ascontiguousarray(v)))
 

@@ -393,6 +393,9 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
     args = _args(layer)
     backward_head = ["@_jit", "def backward_bias(A, dA, dZ, db):", "    n, m = A.shape",
                      "    db[:] = 0.0", "    for i in range(n):"]
+    # db summed in its own loop over the row just written: one store stream per loop, which
+    # LLVM vectorises (1.1-1.6x over storing dZ and db in one loop, 8192x64 to 128x512)
+    bias_sum = ["        for j in range(m):", "            db[j] += dZ[i, j]"]
     if activation == "softmax":
         forward = [
             "@_jit",
@@ -415,10 +418,8 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
             "        for j in range(m):",
             "            inner += dA[i, j] * A[i, j]",
             "        for j in range(m):",
-            "            d = A[i, j] * (dA[i, j] - inner)",
-            "            dZ[i, j] = d",
-            "            db[j] += d",
-        ]
+            "            dZ[i, j] = A[i, j] * (dA[i, j] - inner)",
+        ] + bias_sum
     else:
         forward = [
             "@_jit",
@@ -430,9 +431,7 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
         ]
         backward = backward_head + [
             "        for j in range(m):",
-            f"            d = g_{activation}(A[i, j], dA[i, j]{args})",
-            "            dZ[i, j] = d",
-            "            db[j] += d",
-        ]
+            f"            dZ[i, j] = g_{activation}(A[i, j], dA[i, j]{args})",
+        ] + bias_sum
     table = _function_table([layer], None, dtype)
     return "\n".join([HEADER, table, ""] + forward + ["", ""] + backward) + "\n"

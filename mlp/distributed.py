@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from mlp import config
 from mlp.errors import MLPError
 
 DEFAULT_TIMEOUT = 300.0
@@ -48,7 +49,7 @@ def requested(distributed=None) -> bool:
     """Whether `fit` should train data-parallel: the argument, else MLP_DISTRIBUTED."""
     if distributed is not None:
         return bool(distributed)
-    return os.environ.get("MLP_DISTRIBUTED", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return config.flag("MLP_DISTRIBUTED", False)
 
 
 def local_rank() -> int:

@@ -308,13 +308,17 @@ class Sequential:
             self.backend.scale_to_norm(self.grads, self.clip_norm)
         self.optimizer.apply(self.params, self.grads)
 
+    def _layerwise_step(self, X, Y):
+        """One training step layer by layer: gradients into `grads`, then the optimizer."""
+        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True)
+        self._apply_gradients()
+        return value, outputs
+
     def _train_batch(self, X, Y):
         fused = self.backend.fused_train_step(self, X.shape[0])
         if fused is not None:  # a whole compiled step; it may update without writing `grads`
             return fused(X, Y)
-        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True)
-        self._apply_gradients()
-        return value, outputs
+        return self._layerwise_step(X, Y)
 
     # --- public steps ---------------------------------------------------------------
     def _device_data(self, X, y, loss_name):

@@ -246,3 +246,17 @@ def test_mlp_bench_scaling_writes_its_table_and_json(tmp_path):
     report = json.loads((tmp_path / "s.json").read_text())
     assert [row["ranks"] for row in report["rows"]] == [1, 2, 1, 2]
     assert "| strong | 2 | 32 |" in (tmp_path / "s.md").read_text()
+
+
+@pytest.mark.parametrize("value,expected", [(None, False), ("", False), ("1", True), ("yes", True),
+                                            ("ON", True), ("0", False), ("false", False), ("Off", False)])
+def test_on_off_settings_read_one_way(monkeypatch, value, expected):
+    # MLP_DISTRIBUTED, MLP_TF32 and MLP_CUDA_GRAPHS all go through config.flag
+    from mlp import config
+
+    if value is None:
+        monkeypatch.delenv("MLP_DISTRIBUTED", raising=False)
+    else:
+        monkeypatch.setenv("MLP_DISTRIBUTED", value)
+    assert distributed.requested() is expected
+    assert config.flag("MLP_DISTRIBUTED", True) is (expected or value in (None, ""))

@@ -26,11 +26,12 @@ import warnings
 
 import numpy as np
 
+from mlp import config
 from mlp.backends._base import Backend as _Base
 from mlp.backends._base import require
 from mlp.errors import BackendUnavailableError, DeviceMemoryError
 
-if os.environ.get("MLP_TF32", "").strip().lower() in ("1", "true", "yes", "on"):
+if config.flag("MLP_TF32", False):
     os.environ.setdefault("CUPY_TF32", "1")  # CuPy reads it once, at import
 
 cupy = require("cupy", "cupy", "cupy")
@@ -39,11 +40,6 @@ from mlp.kernels import cuda_source
 
 THREADS = 256
 MAX_BLOCKS = 4096  # kernels stride over the grid: more blocks than this only add scheduling
-
-
-def _enabled(variable, default=True):
-    value = os.environ.get(variable, "").strip().lower()
-    return default if not value else value not in ("0", "false", "no", "off")
 
 
 def find_device():
@@ -106,7 +102,7 @@ class Backend(_Base):
         self.device_id = find_device()
         self.device = cupy.cuda.Device(self.device_id)
         self.device.use()
-        self.graphs = _enabled("MLP_CUDA_GRAPHS")
+        self.graphs = config.flag("MLP_CUDA_GRAPHS", True)
         self.tf32 = os.environ.get("CUPY_TF32") == "1"
         self._modules = {}
         self._hyper = {}
@@ -294,17 +290,11 @@ class GraphStep:
         self.warm = False
         self.failed = False
 
-    def _uncaptured(self, X, Y):
-        model = self.model
-        value, outputs = model._compute_gradients(X, Y, model.loss, model.l1, model.l2, training=True)
-        model._apply_gradients()
-        return value, outputs
-
     def __call__(self, X, Y):
         backend, model = self.backend, self.model
         if not self.warm or self.failed:
             self.warm = True
-            return self._uncaptured(X, Y)
+            return self.model._layerwise_step(X, Y)
         if self.graph is None:
             return self._capture_or_fall_back(X, Y)
         cupy.copyto(self.X, X)
@@ -334,7 +324,7 @@ class GraphStep:
             warnings.warn(f"CUDA graph capture failed at batch size {self.batch} ({type(error).__name__}: "
                           f"{error}); running these steps uncaptured. MLP_CUDA_GRAPHS=0 skips capture.",
                           RuntimeWarning, stacklevel=3)
-            return self._uncaptured(X, Y)
+            return self.model._layerwise_step(X, Y)
 
     def _capture(self, X, Y):
         backend, model = self.backend, self.model
@@ -349,7 +339,7 @@ class GraphStep:
             with cupy.cuda.using_allocator(self.pool.malloc), stream:
                 stream.begin_capture()
                 try:
-                    value, outputs = self._uncaptured(self.X, self.Y)
+                    value, outputs = self.model._layerwise_step(self.X, self.Y)
                 finally:
                     graph = stream.end_capture()
         finally:

@@ -64,11 +64,6 @@ class Backend(_NumpyBackend):
         widest = max(max(layer.n_in, layer.n_out) for layer in model.dense_layers)
         return batch <= self.crossover_for(widest)
 
-    @staticmethod
-    def _layers(model):
-        return tuple(codegen.Layer(l.n_in, l.n_out, l.activation.name, tuple(l.activation.params.items()))
-                     for l in model.dense_layers)
-
     # --- the whole step as one compiled call ----------------------------------------
     def fused_train_step(self, model, batch):
         """A function (X, Y) -> (loss, [A_L]) doing one training step, or None when the
@@ -86,7 +81,7 @@ class Backend(_NumpyBackend):
         optimizer = model.optimizer
         kind = "adam" if isinstance(optimizer, Adam) else (
             "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
-        plan = codegen.StepPlan(self._layers(model), model.loss.name, model.loss.fused_with is not None,
+        plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
                                 str(model.dtype))
         step = kernels.load(codegen.step_source(plan)).step
@@ -123,7 +118,7 @@ class Backend(_NumpyBackend):
         return cache[key]
 
     def _forward(self, model, batch):
-        forward = kernels.load(codegen.forward_source(self._layers(model), str(model.dtype))).forward
+        forward = kernels.load(codegen.forward_source(codegen.dense_layers(model), str(model.dtype))).forward
         A = [np.empty((batch, layer.n_out), model.dtype) for layer in model.dense_layers]
         return lambda X: forward(X, model.params, *A)
 

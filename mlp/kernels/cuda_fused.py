@@ -14,23 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from functools import partial
 
 from mlp import activations
+from mlp.kernels.numba_codegen import dense_layers
 from mlp.kernels.translate import to_python
 
 MAX_WIDTH = 128  # widest layer (input included) the fused kernel takes
 ROWS = 8  # batch rows per block
 MEASURED_FILE = os.path.join(os.path.dirname(__file__), "cuda_fused.json")
-
-
-@dataclass(frozen=True)
-class Layer:
-    n_in: int
-    n_out: int
-    activation: str
-    params: tuple = ()
 
 
 def eligible(layers) -> bool:
@@ -114,12 +106,12 @@ def launch_shape(layers, n_rows):
 
 
 def model_layers(model):
+    """The model's layers as plans, or None when it has layers other than Dense (dropout)."""
     from mlp.layers import Dense
 
     if any(not isinstance(layer, Dense) for layer in model.layers):
         return None
-    return tuple(Layer(l.n_in, l.n_out, l.activation.name, tuple(sorted(l.activation.params.items())))
-                 for l in model.dense_layers)
+    return dense_layers(model)
 
 
 def measured_limit(device_name: str):

@@ -26,7 +26,14 @@ class Layer:
     n_in: int
     n_out: int
     activation: str
-    params: tuple  # ((name, value), ...)
+    params: tuple = ()  # ((name, value), ...) in the activation's argument order
+
+
+def dense_layers(model) -> tuple:
+    """A model's Dense layers as Layer plans (the generators' view of it; Dropout left out).
+    Also what the fused Numba-CUDA forward (mlp.kernels.cuda_fused) generates from."""
+    return tuple(Layer(l.n_in, l.n_out, l.activation.name, tuple(l.activation.params.items()))
+                 for l in model.dense_layers)
 
 
 @dataclass(frozen=True)

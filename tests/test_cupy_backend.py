@@ -12,14 +12,8 @@ from mlp.errors import BackendUnavailableError, DeviceMemoryError
 cupy = pytest.importorskip("cupy")
 
 
-def _has_gpu():
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except cupy.cuda.runtime.CUDARuntimeError:
-        return False
-
-
-no_gpu = pytest.mark.skipif(_has_gpu(), reason="a CUDA device is present: tests/gpu covers it")
+no_gpu = pytest.mark.skipif(backends.unavailable_reason("cupy") is None,
+                            reason="a CUDA device is present: tests/gpu covers it")
 
 
 def test_the_module_imports_without_a_gpu():

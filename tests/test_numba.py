@@ -24,19 +24,19 @@ def numba_path(request, monkeypatch):
     return request.param
 
 
-def one_step(backend, hidden, output, loss, optimizer, X, y, **compile_args):
-    model = mlp.MLP([5, 9, 7, 3], activation=hidden, output=output, backend=backend, dtype="float64", seed=2)
+def one_step(backend, hidden, output, loss, optimizer, X, y, sizes, **compile_args):
+    model = mlp.MLP(list(sizes), activation=hidden, output=output, backend=backend, dtype="float64", seed=2)
     model.compile(loss=loss, optimizer=optimizer(), **compile_args)
     values = [float(model.train_step(X, y)) for _ in range(3)]
     return values, model.backend.to_numpy(model.params)
 
 
-def check_against_numpy(hidden, output, loss, optimizer, batch=6, **compile_args):
+def check_against_numpy(hidden, output, loss, optimizer, batch=6, sizes=(5, 9, 7, 3), **compile_args):
     rng = np.random.default_rng(0)
-    X, y = conformance.problem(loss, 3, batch, rng)
-    X = X[:, :5]
-    ref_losses, ref_params = one_step("numpy", hidden, output, loss, optimizer, X, y, **compile_args)
-    losses, params = one_step("numba", hidden, output, loss, optimizer, X, y, **compile_args)
+    X, y = conformance.problem(loss, sizes[-1], batch, rng)
+    X = X[:, :sizes[0]]
+    ref_losses, ref_params = one_step("numpy", hidden, output, loss, optimizer, X, y, sizes, **compile_args)
+    losses, params = one_step("numba", hidden, output, loss, optimizer, X, y, sizes, **compile_args)
     assert_close(losses, ref_losses, "float64", scale=100)
     assert_close(params, ref_params, "float64", scale=100)
 
@@ -90,16 +90,8 @@ def test_inference_splits_large_layers_across_cores(numba_path, batch):
 @pytest.mark.parametrize("batch", [3, 40])
 def test_one_unit_output_layer(numba_path, batch):
     # its input delta is an outer product: a compiled kernel on the BLAS path
-    rng = np.random.default_rng(6)
-    X, y = rng.standard_normal((batch, 2)), rng.integers(0, 2, batch)
-    params = []
-    for name in ("numpy", "numba"):
-        model = mlp.MLP([2, 8, 6, 1], activation="tanh", output="sigmoid", backend=name, dtype="float64", seed=3)
-        model.compile(loss="binary_cross_entropy", optimizer=mlp.SGD(lr=0.5))
-        for _ in range(3):
-            model.train_step(X, y)
-        params.append(model.backend.to_numpy(model.params))
-    assert_close(params[1], params[0], "float64", scale=100)
+    check_against_numpy("tanh", "sigmoid", "binary_cross_entropy", lambda: mlp.SGD(lr=0.5), batch=batch,
+                        sizes=(2, 8, 6, 1))
 
 
 def test_batch_of_one(numba_path):

@@ -49,7 +49,7 @@ def nvrtc_compile(source: str, arch: str = "sm_90", name: str = "mlp.cu") -> tup
     """CUDA C++ -> (cubin for `arch`, ptxas report). Raises RuntimeError with the compiler's
     log when the source does not compile."""
     nvrtc = _bindings("nvrtc")
-    err, program = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
+    _, program = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
     try:
         options = [f"--gpu-architecture={arch}".encode(), b"-Xptxas", b"-v", b"--std=c++17"]
         (result,) = nvrtc.nvrtcCompileProgram(program, len(options), options)

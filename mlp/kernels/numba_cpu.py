@@ -11,7 +11,6 @@ from numba import njit
 
 from mlp.kernels import rules
 
-
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
 

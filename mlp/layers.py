@@ -54,9 +54,10 @@ class Dense(Layer):
         return backend.dense_forward(X, self.W, self.b, self.activation)
 
     # dA (batch, n_out) -> dX (batch, n_in); writes dW, db. `fused`: dA is already dL/dZ.
-    def backward(self, backend, X, A, dA, need_dX, fused=False):
+    def backward(self, backend, X, A, dA, need_dX, fused=False, lr=None):
+        """dL/dX from dL/dA; fills dW and db, or with `lr` takes the plain SGD step here."""
         act = None if fused else self.activation
-        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX)
+        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr, self.b)
 
     def config(self):
         return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,

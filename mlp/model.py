@@ -7,7 +7,9 @@ one update over one buffer, a gradient all-reduce one call, and a checkpoint one
 A training step is two halves with a seam between them:
 `_compute_gradients` (forward, loss, the delta recursion backward, into `grads`) and
 `_apply_gradients` (clipping, optimizer update). Data-parallel training reduces `grads`
-between the two; a GPU backend may capture both as one graph.
+between the two; a GPU backend may capture both as one graph. With plain SGD (no momentum,
+penalty or clipping) a CPU backend may fold the halves together: each layer takes its step as
+soon as its gradient is known, in one GEMM that adds into W (`_folded_sgd_rate`).
 """
 from __future__ import annotations
 
@@ -263,8 +265,9 @@ class Sequential:
             outputs.append(X)
         return outputs, logits
 
-    def _backward(self, outputs, delta, fused):
-        """The delta recursion, last layer first; fills `grads`."""
+    def _backward(self, outputs, delta, fused, lr=None):
+        """The delta recursion, last layer first; fills `grads` (with `lr`: each layer takes
+        its plain SGD step as soon as its gradient is known, see `_folded_sgd_rate`)."""
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             layer = self.layers[i]
@@ -272,7 +275,7 @@ class Sequential:
                 delta = layer.backward(delta)
             else:
                 delta = layer.backward(self.backend, outputs[i], outputs[i + 1], delta,
-                                       need_dX=i > self._first_dense, fused=fused and i == last)
+                                       need_dX=i > self._first_dense, fused=fused and i == last, lr=lr)
 
     def _penalty(self, l1, l2, add_gradients):
         """lam2 * sum(W^2) + lam1 * sum(|W|) over weights (not biases)."""
@@ -288,9 +291,10 @@ class Sequential:
                     layer.dW += l1 * self.backend.xp.sign(layer.W)
         return penalty
 
-    def _compute_gradients(self, X, Y, loss, l1, l2, training):
-        """Forward, loss and backward on one batch; fills `grads`.
-        Returns (loss value as a backend scalar, outputs of every layer)."""
+    def _compute_gradients(self, X, Y, loss, l1, l2, training, lr=None):
+        """Forward, loss and backward on one batch; fills `grads` (or, with `lr`, takes the
+        plain SGD step layer by layer). Returns (loss value as a backend scalar, outputs of
+        every layer)."""
         fused = loss.fused_with is not None
         outputs, logits = self._forward(X, training, keep_logits=fused, activate_last=not fused)
         if fused:
@@ -298,7 +302,7 @@ class Sequential:
             outputs.append(A)
         else:
             value, delta = self.backend.loss_and_gradient(outputs[-1], Y, loss)
-        self._backward(outputs, delta, fused)
+        self._backward(outputs, delta, fused, lr)
         if l1 or l2:
             value = value + self._penalty(l1, l2, add_gradients=True)
         return value, outputs
@@ -308,10 +312,24 @@ class Sequential:
             self.backend.scale_to_norm(self.grads, self.clip_norm)
         self.optimizer.apply(self.params, self.grads)
 
+    def _folded_sgd_rate(self):
+        """The learning rate when plain SGD can take its step inside the backward pass (no
+        momentum, penalty or clipping needs the whole gradient first, and the backend gains
+        by it); None otherwise."""
+        optimizer = self.optimizer
+        if (type(optimizer) is optimizers.SGD and optimizer.momentum == 0.0 and self.clip_norm is None
+                and not self.l1 and not self.l2 and self.backend.folds_sgd(self)):
+            return optimizer.lr
+        return None
+
     def _layerwise_step(self, X, Y):
-        """One training step layer by layer: gradients into `grads`, then the optimizer."""
-        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True)
-        self._apply_gradients()
+        """One training step layer by layer: gradients into `grads`, then the optimizer (or
+        with plain SGD where the backend folds it, each layer's step in the backward pass,
+        `grads` then not necessarily written, as with a backend's compiled whole step)."""
+        lr = self._folded_sgd_rate()
+        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True, lr=lr)
+        if lr is None:
+            self._apply_gradients()
         return value, outputs
 
     def _train_batch(self, X, Y):

@@ -100,13 +100,36 @@ class Backend:
         """A = f(X W^T + b)."""
         return self.activate(self.linear(X, W, b), activation)
 
-    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
+    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True, lr=None, b=None):
         """From dL/dA (or dL/dZ when `activation` is None) write dW: (n_out, n_in) and
-        db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed)."""
+        db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed).
+        With `lr` (plain SGD folded into the backward pass: see `folds_sgd`) the layer is
+        updated here instead, W -= lr dW and b -= lr db, after dX is computed from the old W;
+        dW is then not necessarily written."""
+        dZ = self.delta_and_bias_gradient(A, dA, activation, db)
+        dX = self.input_delta(dZ, W) if need_dX else None
+        if lr is None:
+            self.weight_gradient(dZ, X, dW)
+        else:
+            self.descend(dZ, X, W, dW, lr)
+            self.sgd_update(b, db, None, lr, 0.0, False)
+        return dX
+
+    def delta_and_bias_gradient(self, A, dA, activation, db):
+        """dZ = f'(A) * dA (dA itself when `activation` is None), and db = its column sums."""
         dZ = dA if activation is None else activation.derivative(A, dA, **activation.params)
-        self.weight_gradient(dZ, X, dW)
         dZ.sum(axis=0, out=db)  # the method: no Python-level dispatch wrapper
-        return self.input_delta(dZ, W) if need_dX else None
+        return dZ
+
+    def folds_sgd(self, model) -> bool:
+        """Whether `model`'s layer-by-layer steps fold plain SGD into the backward pass
+        (dense_backward with `lr`): only where `descend` beats a gradient and an update pass."""
+        return False
+
+    def descend(self, dZ, X, W, dW, lr):
+        """W -= lr dZ^T X, the plain SGD step of a layer's weights (dW: scratch it may use)."""
+        self.weight_gradient(dZ, X, dW)
+        self.sgd_update(W.reshape(-1), dW.reshape(-1), None, lr, 0.0, False)
 
     def input_delta(self, dZ, W):
         """dX = dZ W. Through a one-unit layer a broadcast product: BLAS is slow at (n, 1) @ (1, m)."""

@@ -183,16 +183,15 @@ class Backend(_Base):
         self._launch(kernel, Z.size, Z, b, np.int64(Z.shape[1]), np.int64(Z.size))
         return Z
 
-    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
+    def delta_and_bias_gradient(self, A, dA, activation, db):
         if activation is None or not activation.elementwise:
-            return super().dense_backward(X, W, A, dA, activation, dW, db, need_dX)
+            return super().delta_and_bias_gradient(A, dA, activation, db)
         dA = cupy.ascontiguousarray(dA)
         dZ = cupy.empty_like(dA)
         kernel = self._kernels(dA.dtype, (activation,))[f"backward_{cuda_source.activation_key(activation)}"]
         self._launch(kernel, dZ.size, A, dA, dZ, np.int64(dZ.size))
-        self.weight_gradient(dZ, X, dW)
         cupy.sum(dZ, axis=0, out=db)
-        return self.input_delta(dZ, W) if need_dX else None
+        return dZ
 
     # --- the loss ------------------------------------------------------------------
     def output_and_loss(self, Z, Y, loss, activation):

@@ -134,13 +134,12 @@ class Backend(_NumpyBackend):
         self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
         return Z
 
-    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True):
+    def delta_and_bias_gradient(self, A, dA, activation, db):
         if activation is None:
-            return super().dense_backward(X, W, A, dA, None, dW, db, need_dX)
+            return super().delta_and_bias_gradient(A, dA, None, db)
         dZ = np.empty_like(dA)
         self._kernels_for(activation, dA.dtype).backward_bias(A, np.ascontiguousarray(dA), dZ, db)
-        self.weight_gradient(dZ, X, dW)
-        return self.input_delta(dZ, W) if need_dX else None
+        return dZ
 
     def input_delta(self, dZ, W):
         if W.shape[0] != 1:

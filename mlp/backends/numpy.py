@@ -1,15 +1,19 @@
 """The reference backend: NumPy on the CPU.
 
-Only memory handling differs from the base class: the buffers the base class asks for (the
-GEMM outputs Z = X W^T + b and dZ W, the update's scratch) are kept between steps, and freed
-temporaries stay in the process (mlp.backends._memory), so a step does
-not fault its multi-megabyte arrays in anew each time. The activation formulas still return
-new arrays, so a layer's output never aliases a reused buffer.
+Two things differ from the base class:
+- Memory: the buffers the base class asks for (the GEMM outputs Z = X W^T + b and dZ W, the
+  update's scratch) are kept between steps, and freed temporaries stay in the process
+  (mlp.backends._memory), so a step does not fault its multi-megabyte arrays in anew each
+  time. The activation formulas still return new arrays, so a layer's output never aliases
+  a reused buffer.
+- Plain SGD is folded into the backward pass: a large layer's weights take their step in
+  one GEMM that adds into W (mlp.backends._blas), where no gradient is written and read back.
 """
 import math
 
 import numpy as np
 
+from mlp.backends import _blas
 from mlp.backends._base import Backend as _Base
 from mlp.backends._memory import keep_freed_memory
 
@@ -33,3 +37,15 @@ class Backend(_Base):
         if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
             buffer = self._buffers[key] = np.empty(shape, dtype)
         return buffer
+
+    # Fold from this many weights on: 784x512, 512x512 and 256x256 layers measured 1.03-3x
+    # faster folded, 64x64 0.46-0.98x (the BLAS call's overhead; 128x128: 0.77-1.34x).
+    FOLD_WEIGHTS = 1 << 16
+
+    def folds_sgd(self, model):
+        return (_blas.gemm(model.dtype) is not None
+                and any(layer.n_in * layer.n_out >= self.FOLD_WEIGHTS for layer in model.dense_layers))
+
+    def descend(self, dZ, X, W, dW, lr):
+        if W.size < self.FOLD_WEIGHTS or not _blas.add_transposed_product(W, dZ, X, -lr):
+            super().descend(dZ, X, W, dW, lr)

@@ -85,24 +85,28 @@ class Backend(_NumpyBackend):
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
                                 str(model.dtype))
         step = kernels.load(codegen.step_source(plan)).step
-        sizes = [layer.n_out for layer in model.dense_layers]
-        A = [np.empty((batch, size), model.dtype) for size in sizes]
-        D = [np.empty((batch, size), model.dtype) for size in sizes]
+        work, output = codegen.workspace(plan.layers, batch, True, model.dtype)
         state = optimizer.state_arrays()
-        dummy = np.zeros(1, model.dtype)
-        s1 = state.get("m", state.get("velocity", dummy))
-        s2 = state.get("v", dummy)
-        params, grads = model.params, model.grads
+        arrays = {"params": model.params, "grads": model.grads, "s1": state.get("m", state.get("velocity")),
+                  "s2": state.get("v"), "work": work}
+        names = codegen.step_arguments(plan)
+        fixed = tuple(arrays[name] for name in names[2:names.index("work") + 1])
+        settings = tuple(value for value, used in ((model.l1, plan.l1), (model.l2, plan.l2),
+                                                   (model.clip_norm, plan.clip)) if used)
+
+        if kind == "adam":
+            def hyper():
+                optimizer.count_step()
+                return optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
+        elif kind == "sgd":
+            def hyper():
+                return (optimizer.lr,)
+        else:
+            def hyper():
+                return optimizer.lr, optimizer.momentum
 
         def train(X, Y):
-            if kind == "adam":
-                optimizer.count_step()
-                h1, h2, eps, t = optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
-            else:
-                h1, h2, eps, t = optimizer.momentum, 0.0, 0.0, 0
-            loss = step(X, Y, params, grads, s1, s2, *A, *D, optimizer.lr, h1, h2, eps, t,
-                        model.l1, model.l2, model.clip_norm or 0.0)
-            return loss, [A[-1]]
+            return step(X, Y, *fixed, *hyper(), *settings), [output]
 
         return train
 
@@ -118,9 +122,10 @@ class Backend(_NumpyBackend):
         return cache[key]
 
     def _forward(self, model, batch):
-        forward = kernels.load(codegen.forward_source(codegen.dense_layers(model), str(model.dtype))).forward
-        A = [np.empty((batch, layer.n_out), model.dtype) for layer in model.dense_layers]
-        return lambda X: forward(X, model.params, *A)
+        layers = codegen.dense_layers(model)
+        forward = kernels.load(codegen.forward_source(layers, str(model.dtype))).forward
+        work, _ = codegen.workspace(layers, batch, False, model.dtype)
+        return lambda X: forward(X, model.params, work)
 
     # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------
     def _kernels_for(self, activation, dtype):

@@ -57,6 +57,7 @@ from numba import float32, njit, prange
 from mlp import activations as _act
 from mlp import losses as _loss
 from mlp.kernels import numba_cpu as _cpu
+from mlp.kernels import rules as _rules
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
@@ -77,22 +78,24 @@ def _offsets(layers):
     return result
 
 
-def _compiled(func, name, dtype):
-    """Source binding `name` to a compiled scalar version of the formula `func`. In float32
-    the formula is printed with float32 constants and arguments (mlp.kernels.translate):
-    Numba types a Python float as float64, and one float64 constant turns a whole float32
-    polynomial into float64 arithmetic (measured 2x on the rational tanh)."""
+def _compiled(func, name, dtype, n_results=1):
+    """Source binding `name` to a compiled scalar version of the formula `func` (returning
+    `n_results` values). In float32 the formula is printed with float32 constants and
+    arguments (mlp.kernels.translate): Numba types a Python float as float64, and one float64
+    constant turns a whole float32 polynomial into float64 arithmetic (measured 2x on the
+    rational tanh; Adam's update, with its 1.0 - beta, 2.6x)."""
     import inspect
 
     from mlp.kernels.translate import to_python
 
     if dtype != "float32":
-        module = {"mlp.activations": "_act", "mlp.losses": "_loss"}[func.__module__]
+        module = {"mlp.activations": "_act", "mlp.losses": "_loss", "mlp.kernels.rules": "_rules"}[func.__module__]
         return f"{name} = _jit({module}.{func.__name__})"
     params = list(inspect.signature(func).parameters)
-    body = to_python(func, {p: f"float32({p})" for p in params}, ["result"], "float32")
+    results = [f"result{i}" for i in range(n_results)]
+    body = to_python(func, {p: f"float32({p})" for p in params}, results, "float32")
     lines = ["@_jit", f"def {name}({', '.join(params)}):"]
-    lines += [f"    {line}" for line in body.splitlines()] + ["    return result"]
+    lines += [f"    {line}" for line in body.splitlines()] + [f"    return {', '.join(results)}"]
     return "\n".join(lines)
 
 
@@ -120,6 +123,17 @@ def _function_table(layers, loss, dtype):
     return "\n".join(lines) + "\n"
 
 
+RULES = {"sgd": ("sgd_step", 1), "momentum": ("momentum_step", 2), "nesterov": ("momentum_step", 2),
+         "adam": ("adam_step", 3)}  # the plan's optimizer -> (rule in mlp.kernels.rules, results)
+
+
+def _rule_table(optimizer, dtype):
+    from mlp.kernels import rules
+
+    name, n_results = RULES[optimizer]
+    return _compiled(getattr(rules, name), "update_rule", dtype, n_results) + "\n"
+
+
 def _views(layers, buffer="params", prefix="", indent="    "):
     """Per-layer W and b views into a flat buffer (params, or grads with prefix 'd')."""
     lines = []
@@ -127,6 +141,38 @@ def _views(layers, buffer="params", prefix="", indent="    "):
         lines.append(f"{indent}{prefix}W{number} = {buffer}[{start}:{w_end}].reshape(({layer.n_out}, {layer.n_in}))")
         lines.append(f"{indent}{prefix}b{number} = {buffer}[{w_end}:{end}]")
     return lines
+
+
+def _workspace_views(layers, names, indent="    "):
+    """Each layer's (n, n_out) arrays, one after another in the one workspace buffer `work`:
+    one array argument instead of one per layer (each array argument costs ~0.15 us of
+    Numba's dispatch, a third of a small net's whole step)."""
+    lines, offset = [], 0
+    for name in names:
+        for number, layer in enumerate(layers, start=1):
+            end = offset + layer.n_out
+            lines.append(f"{indent}{name}{number} = work[n * {offset}:n * {end}].reshape((n, {layer.n_out}))")
+            offset = end
+    return lines
+
+
+def workspace(layers, batch, training, dtype):
+    """(work, A_L): the buffer a generated step (training) or forward pass takes as `work`
+    for `batch` rows, and the view of it that holds the output activations."""
+    import numpy as np
+
+    widths = [layer.n_out for layer in layers]
+    work = np.empty(batch * sum(widths) * (2 if training else 1), dtype)
+    start = batch * sum(widths[:-1])
+    return work, work[start:start + batch * widths[-1]].reshape(batch, widths[-1])
+
+
+def step_arguments(plan) -> list:
+    """The generated step's arguments: only those its plan uses (dispatch costs per argument)."""
+    names = ["X", "Y", "params"] + (["grads"] if plan.clip else [])
+    names += {"sgd": [], "adam": ["s1", "s2"]}.get(plan.optimizer, ["s1"])
+    names += ["work", "lr"] + {"sgd": [], "adam": ["h1", "h2", "eps", "t"]}.get(plan.optimizer, ["h1"])
+    return names + [name for name, used in (("l1", plan.l1), ("l2", plan.l2), ("clip", plan.clip)) if used]
 
 
 PARALLEL_WEIGHTS = 1 << 16  # inference splits a layer's units across cores from this size on
@@ -198,14 +244,13 @@ def _softmax_rows(number, n_out, indent="    "):
 
 
 def forward_source(layers, dtype="float64") -> str:
-    """`forward(X, params, A1, ..., AL) -> AL`: inference, no Python per layer."""
+    """`forward(X, params, work) -> AL`: inference, no Python per layer (`work`: see `workspace`)."""
     L = len(layers)
-    buffers = ", ".join(f"A{i}" for i in range(1, L + 1))
     parallel = any(_parallel(layer) for layer in layers)
     lines = [HEADER, _function_table(layers, None, dtype), "", "@_jit_parallel" if parallel else "@_jit",
-             f"def forward(X, params, {buffers}):", "    n = X.shape[0]",
+             "def forward(X, params, work):", "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}"]
-    lines += _views(layers)
+    lines += _workspace_views(layers, "A") + _views(layers)
     for number, layer in enumerate(layers, start=1):
         lines += _forward_layer(number, layer, number == L, False, dtype, parallel=parallel)
         if layer.activation == "softmax":
@@ -215,23 +260,34 @@ def forward_source(layers, dtype="float64") -> str:
 
 
 def step_source(plan: StepPlan) -> str:
-    """`step(X, Y, params, grads, s1, s2, A1..AL, D1..DL, lr, h1, h2, eps, t, l1, l2, clip)
-    -> loss`: one whole training step. D_l holds dL/dZ_l. s1, s2 are the optimizer state
-    (velocity; Adam's m and v). h1, h2 are momentum or Adam's betas."""
+    """`step(X, Y, params, [grads], [s1], [s2], work, lr, [h1], [h2, eps, t], [l1], [l2],
+    [clip]) -> loss`: one whole training step, with the arguments its plan uses
+    (`step_arguments`). `work` holds A_l, then D_l = dL/dZ_l (see `workspace`). s1, s2 are
+    the optimizer state (velocity; Adam's m and v); h1, h2 are momentum or Adam's betas.
+    A float32 step takes its hyperparameters to float32 first: one float64 value in a loop
+    turns the whole update into float64 arithmetic (NumPy's float32 update stays float32)."""
     layers, L = plan.layers, len(plan.layers)
     out = layers[-1]
-    buffers = ", ".join(f"A{i}" for i in range(1, L + 1))
-    deltas = ", ".join(f"D{i}" for i in range(1, L + 1))
     per_element = f"n * {out.n_out}"
     norm = {"mse": per_element, "mae": per_element, "sse": "1", "binary_cross_entropy": per_element,
             "cross_entropy": "n"}[plan.loss]
-    lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), "", "@_jit",
-             f"def step(X, Y, params, grads, s1, s2, {buffers}, {deltas}, lr, h1, h2, eps, t, l1, l2, clip):",
+    arguments = step_arguments(plan)
+    real = "float32" if plan.dtype == "float32" else ""
+    lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), _rule_table(plan.optimizer, plan.dtype),
+             "", "@_jit", f"def step({', '.join(arguments)}):",
              "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}",
-             f"    inv_norm = 1.0 / ({norm})"]
+             f"    inv_norm = {real}(1.0 / ({norm}))"]
+    if plan.optimizer == "adam":  # the bias corrections in float64, before the betas are cast
+        lines += ["    step_size, root_bias2 = _cpu.adam_scales(lr, h1, h2, t)",
+                  f"    step_size, root_bias2 = {real}(step_size), {real}(root_bias2)"]
+    if real:
+        lines += [f"    {name} = float32({name})" for name in arguments
+                  if name in ("lr", "h1", "h2", "eps", "l1", "l2", "clip")]
+    lines += _workspace_views(layers, "AD")
     lines += _views(layers)
-    lines += _views(layers, buffer="grads", prefix="d")
+    if plan.clip:
+        lines += _views(layers, buffer="grads", prefix="d")
     # forward
     for number, layer in enumerate(layers, start=1):
         lines += _forward_layer(number, layer, number == L, plan.fused, plan.dtype)
@@ -286,8 +342,6 @@ def step_source(plan: StepPlan) -> str:
             f"            D{L}[i, j] = g_{out.activation}(a, loss_gradient(a, Y[i, j]) * inv_norm{_args(out)})",
         ]
     lines.append("    loss *= inv_norm")
-    if plan.optimizer == "adam":
-        lines += ["    step_size, root_bias2 = _cpu.adam_scales(lr, h1, h2, t)"]
     lines += _backward(plan)
     lines.append("    return loss")
     return "\n".join(lines) + "\n"
@@ -295,14 +349,15 @@ def step_source(plan: StepPlan) -> str:
 
 def _update(plan, target, grad, index, indent):
     """One optimizer update of `target` (a parameter element) by gradient `grad`, with its
-    optimizer state at flat position `index`: a call of the rule in mlp.kernels.numba_cpu."""
+    optimizer state at flat position `index`: a call of the plan's rule from mlp.kernels.rules,
+    compiled into the step's module as `update_rule` (in float32, with float32 constants)."""
     if plan.optimizer == "sgd":
-        return [f"{indent}{target} = _cpu.sgd_step({target}, {grad}, lr)"]
+        return [f"{indent}{target} = update_rule({target}, {grad}, lr)"]
     if plan.optimizer in ("momentum", "nesterov"):
         nesterov = plan.optimizer == "nesterov"
-        return [(f"{indent}{target}, s1[{index}] = _cpu.momentum_step({target}, {grad}, s1[{index}], "
+        return [(f"{indent}{target}, s1[{index}] = update_rule({target}, {grad}, s1[{index}], "
                  f"lr, h1, {nesterov})")]
-    return [(f"{indent}{target}, s1[{index}], s2[{index}] = _cpu.adam_step({target}, {grad}, "
+    return [(f"{indent}{target}, s1[{index}], s2[{index}] = update_rule({target}, {grad}, "
              f"s1[{index}], s2[{index}], step_size, h1, h2, root_bias2, eps)")]
 
 

@@ -122,6 +122,18 @@ def test_crossover_is_measured_data_and_overridable(monkeypatch):
     assert backend.fused_train_step(model, 4) is None
 
 
+def test_crossover_is_looked_up_by_weight_count(monkeypatch):
+    """A network takes the crossover of the measured [w, w, w, 10] net nearest in weights."""
+    backend = mlp.get_backend("numba")
+    monkeypatch.setattr(backend, "crossover", {64: 100, 512: 8, 1024: 4, 4096: 0})
+    monkeypatch.setattr(backend, "crossover_override", None)
+    weights = {"calibration 512": 2 * 512**2 + 5120, "calibration 1024": 2 * 1024**2 + 10240,
+               "mnist": 784 * 512 + 512 * 512 + 5120, "tiny": 2 * 64 + 64 * 64 + 64,
+               "wide": 2 * 1024 * 4096 + 4096**2, "huge": 10**9}
+    assert {name: backend.crossover_for(n) for name, n in weights.items()} == {
+        "calibration 512": 8, "calibration 1024": 4, "mnist": 8, "tiny": 100, "wide": 0, "huge": 0}
+
+
 def test_nan_still_detected_with_fastmath():
     model = mlp.MLP([2, 16, 1], backend="numba", seed=0)
     model.compile(loss="mse", optimizer=mlp.SGD(lr=10.0))

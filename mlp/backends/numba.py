@@ -45,7 +45,7 @@ class Backend(_NumpyBackend):
         self.crossover = load_crossover()
         override = os.environ.get("MLP_NUMBA_CROSSOVER")
         self.crossover_override = int(override) if override else None
-        self._elementwise = {}
+        self._generated = {}
 
     # --- which path -----------------------------------------------------------------
     def crossover_for(self, n_weights: int) -> int:
@@ -135,9 +135,9 @@ class Backend(_NumpyBackend):
     # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------
     def _kernels_for(self, activation, dtype):
         key = (activation.name, tuple(activation.params.items()), dtype)  # str(dtype) takes 7.5 us: 4 calls a step
-        if key not in self._elementwise:
-            self._elementwise[key] = kernels.load(codegen.elementwise_source(key[0], key[1], str(dtype)))
-        return self._elementwise[key]
+        if key not in self._generated:
+            self._generated[key] = kernels.load(codegen.elementwise_source(key[0], key[1], str(dtype)))
+        return self._generated[key]
 
     def dense_forward(self, X, W, b, activation):
         Z = X @ W.T
@@ -163,11 +163,17 @@ class Backend(_NumpyBackend):
     def square_norm(self, v):
         return v.dtype.type(kernels.square_norm(np.ascontiguousarray(v)))
 
+    def _updates(self, dtype):
+        key = ("updates", dtype)
+        if key not in self._generated:
+            self._generated[key] = kernels.load(codegen.update_source(str(dtype)))
+        return self._generated[key]
+
     def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
         if momentum == 0.0:
-            kernels.sgd_update(params, grads, lr)
+            self._updates(params.dtype).sgd_update(params, grads, lr)
         else:
-            kernels.momentum_update(params, grads, velocity, lr, momentum, nesterov)
+            self._updates(params.dtype).momentum_update(params, grads, velocity, lr, momentum, nesterov)
 
     def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
-        kernels.adam_update(params, grads, m, v, lr, beta1, beta2, eps, step)
+        self._updates(params.dtype).adam_update(params, grads, m, v, lr, beta1, beta2, eps, step)

@@ -1,5 +1,5 @@
-"""Numba CPU kernels: loading generated modules (cached on disk) and the fused optimizer
-updates over the flat parameter buffer."""
+"""Numba CPU kernels: loading generated modules (cached on disk), and the few kernels that
+need no generating."""
 from __future__ import annotations
 
 import hashlib
@@ -48,32 +48,10 @@ def load(source: str):
     return module
 
 
-# The update rules for one element (mlp.kernels.rules), compiled: the flat-buffer kernels
-# below loop over them and the generated whole steps call them per weight.
-sgd_step = _jit(rules.sgd_step)
-momentum_step = _jit(rules.momentum_step)
+# Adam's bias corrections, compiled (a scalar computation, in float64): the generated steps
+# and flat updates call it (mlp.kernels.numba_codegen); the update rules themselves are
+# compiled into each generated module, in its float type.
 adam_scales = _jit(rules.adam_scales)
-adam_step = _jit(rules.adam_step)
-
-
-@_jit
-def sgd_update(params, grads, lr):
-    for j in range(params.size):
-        params[j] = sgd_step(params[j], grads[j], lr)
-
-
-@_jit
-def momentum_update(params, grads, velocity, lr, momentum, nesterov):
-    for j in range(params.size):
-        params[j], velocity[j] = momentum_step(params[j], grads[j], velocity[j], lr, momentum, nesterov)
-
-
-@_jit
-def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
-    step_size, root_bias2 = adam_scales(lr, beta1, beta2, step)
-    for j in range(params.size):
-        params[j], m[j], v[j] = adam_step(params[j], grads[j], m[j], v[j], step_size, beta1, beta2,
-                                          root_bias2, eps)
 
 
 @_jit

@@ -94,3 +94,16 @@ def test_strided_input_falls_back_to_the_specification(rng):
     expected = W - 0.1 * (dZ.T @ X)
     numpy_backend.descend(dZ, X, W, np.empty_like(W), 0.1)
     assert_close(W, expected, "float64")
+
+
+def test_folded_steps_keep_a_fixed_set_of_buffers(rng):
+    """A mid-size layer below FOLD_WEIGHTS takes gradient-then-update inside the fold, with the
+    NumPy backend's reused scratch buffers: keyed by the layer's own W, never by a new view."""
+    model = mlp.MLP([300, 256, 100, 3], output="softmax", backend="numpy", seed=0)  # 256 x 100: buffered
+    model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=0.01), metrics=[])
+    X, y = rng.normal(size=(64, 300)), rng.integers(0, 3, size=64)
+    model.train_step(X, y)
+    buffers = set(model.backend._buffers)
+    for _ in range(5):
+        model.train_step(X, y)
+    assert set(model.backend._buffers) == buffers

@@ -129,7 +129,7 @@ class Backend:
     def descend(self, dZ, X, W, dW, lr):
         """W -= lr dZ^T X, the plain SGD step of a layer's weights (dW: scratch it may use)."""
         self.weight_gradient(dZ, X, dW)
-        self.sgd_update(W.reshape(-1), dW.reshape(-1), None, lr, 0.0, False)
+        self.sgd_update(W, dW, None, lr, 0.0, False)  # W itself: a backend may key buffers by it
 
     def input_delta(self, dZ, W):
         """dX = dZ W. Through a one-unit layer a broadcast product: BLAS is slow at (n, 1) @ (1, m)."""
@@ -167,7 +167,8 @@ class Backend:
         return norm
 
     def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
-        """torch.optim.SGD: v = mu v + g; step = g + mu v (Nesterov) or v; p -= lr step."""
+        """torch.optim.SGD: v = mu v + g; step = g + mu v (Nesterov) or v; p -= lr step.
+        params: the flat buffer, or one layer's W or b (plain SGD folded into the backward)."""
         if momentum == 0.0:
             params -= self.xp.multiply(grads, lr, out=self.buffer(params, "step", params.shape, params.dtype))
             return

@@ -170,8 +170,8 @@ class Backend(_NumpyBackend):
         return self._generated[key]
 
     def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
-        if momentum == 0.0:
-            self._updates(params.dtype).sgd_update(params, grads, lr)
+        if momentum == 0.0:  # flat views: the kernels loop over params.size
+            self._updates(params.dtype).sgd_update(params.reshape(-1), grads.reshape(-1), lr)
         else:
             self._updates(params.dtype).momentum_update(params, grads, velocity, lr, momentum, nesterov)
 

@@ -126,7 +126,7 @@ def cmd_info(args):
     import importlib.util
 
     import mlp
-    from mlp.backends import names, unavailable_reason
+    from mlp.backends import _blas, names, unavailable_reason
     from mlp.bench import machine
     from mlp.kernels import cuda_toolchain
 
@@ -138,6 +138,9 @@ def cmd_info(args):
         print(f"  backend {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
     for lib in machine.blas():
         print("  BLAS: " + ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None))
+    gemm = _blas.gemm(np.float32)
+    print("  plain SGD folded into the weight-gradient GEMM: "
+          + (f"yes ({gemm.__name__} from NumPy's BLAS)" if gemm else "no (NumPy's BLAS exports no cblas_sgemm)"))
     found = cuda_libraries()
     print("  CUDA libraries: " + ", ".join(f"{k} {v or 'not found'}" for k, v in found.items()))
     tools = []

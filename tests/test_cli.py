@@ -43,6 +43,7 @@ def test_info_lists_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backend numpy    available" in out
+    assert "plain SGD folded into the weight-gradient GEMM: " in out
 
 
 def test_argument_errors_are_one_line():

@@ -317,10 +317,13 @@ class Sequential:
         momentum, penalty or clipping needs the whole gradient first, and the backend gains
         by it); None otherwise."""
         optimizer = self.optimizer
-        if (type(optimizer) is optimizers.SGD and optimizer.momentum == 0.0 and self.clip_norm is None
-                and not self.l1 and not self.l2 and self.backend.folds_sgd(self)):
-            return optimizer.lr
-        return None
+        if (type(optimizer) is not optimizers.SGD or optimizer.momentum != 0.0 or self.clip_norm is not None
+                or self.l1 or self.l2):
+            return None
+        folds = self._kernel_cache.get("folds_sgd")  # asked once (2 us), not on every step
+        if folds is None:
+            folds = self._kernel_cache["folds_sgd"] = self.backend.folds_sgd(self)
+        return optimizer.lr if folds else None
 
     def _layerwise_step(self, X, Y):
         """One training step layer by layer: gradients into `grads`, then the optimizer (or

@@ -121,9 +121,8 @@ def cuda_libraries() -> dict:
 
 
 def cmd_info(args):
-    import platform
-
     import importlib.util
+    import platform
 
     import mlp
     from mlp.backends import _blas, names, unavailable_reason

@@ -303,16 +303,16 @@ def step_source(plan: StepPlan) -> str:
     norm = {"mse": per_element, "mae": per_element, "sse": "1", "binary_cross_entropy": per_element,
             "cross_entropy": "n"}[plan.loss]
     arguments = step_arguments(plan)
-    real = "float32" if plan.dtype == "float32" else ""
     lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), _rule_table(plan.optimizer, plan.dtype),
              "", "@_jit", f"def step({', '.join(arguments)}):",
              "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}",
-             f"    inv_norm = {real}(1.0 / ({norm}))"]
+             f"    inv_norm = 1.0 / ({norm})"]
     if plan.optimizer == "adam":  # the bias corrections in float64, before the betas are cast
         lines += ["    step_size, root_bias2 = _cpu.adam_scales(lr, h1, h2, t)"]
-    lines += _to_real([name for name in arguments if name in ("lr", "h1", "h2", "eps", "l1", "l2", "clip")]
-                      + (["step_size", "root_bias2"] if plan.optimizer == "adam" else []), plan.dtype)
+    hyper = [name for name in arguments if name in ("lr", "h1", "h2", "eps", "l1", "l2", "clip")]
+    lines += _to_real(["inv_norm"] + hyper + (["step_size", "root_bias2"] if plan.optimizer == "adam" else []),
+                      plan.dtype)
     lines += _workspace_views(layers, "AD")
     lines += _views(layers)
     if plan.clip:

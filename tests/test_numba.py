@@ -104,6 +104,59 @@ def test_conformance_suite_on_both_paths(numba_path, rng):
         conformance.test_training_trajectory_matches_reference("numba", lambda: mlp.Adam(lr=0.01), dtype, rng)
 
 
+# Register-blocked steps: widths across GEMM_COLUMNS (16) with column tails, batches across
+# GEMM_ROWS (4) with row tails, a first layer of few inputs (blocks along its units).
+BLOCKED_SIZES = (3, 37, 18, 5)
+
+
+@pytest.mark.parametrize("batch", [8, 13, 21])
+@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1), lambda: mlp.SGD(lr=0.1, momentum=0.9),
+                                       lambda: mlp.Adam(lr=0.01)], ids=["sgd", "momentum", "adam"])
+def test_register_blocked_steps(monkeypatch, batch, optimizer):
+    from mlp.kernels import numba_codegen
+
+    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+    weights = sum(a * b for a, b in zip(BLOCKED_SIZES, BLOCKED_SIZES[1:]))
+    assert numba_codegen.blocks(batch, weights) and not numba_codegen.blocks(4, weights)
+    check_against_numpy("tanh", "softmax", "cross_entropy", optimizer, batch=batch, sizes=BLOCKED_SIZES)
+
+
+def test_register_blocked_steps_with_penalties_and_clipping(monkeypatch):
+    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+    check_against_numpy("relu", "sigmoid", "binary_cross_entropy", lambda: mlp.SGD(lr=0.1), batch=9,
+                        sizes=BLOCKED_SIZES[:3] + (1,), l1=0.01, l2=0.02, clip_norm=0.05)
+    check_against_numpy("elu", "softmax", "cross_entropy", lambda: mlp.Adam(lr=0.01), batch=10,
+                        sizes=BLOCKED_SIZES, l2=0.02)
+
+
+@pytest.mark.parametrize("batch", [8, 30])
+def test_register_blocked_inference(monkeypatch, batch):
+    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+    X = np.random.default_rng(1).standard_normal((batch, 3))
+    outputs = [mlp.MLP(list(BLOCKED_SIZES), activation="relu", output="softmax", backend=name, dtype="float64",
+                       seed=4).predict(X) for name in ("numpy", "numba")]
+    assert_close(outputs[1], outputs[0], "float64", scale=100)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m,depth,n", [(1, 1, 1), (4, 3, 16), (9, 20, 37), (21, 2, 64)])
+def test_product_against_numpy(dtype, m, depth, n):
+    """C += alpha L R in every layout a step passes: L as rows or a transposed view, C as
+    rows or a transposed view (a first layer's weights, blocked along its units)."""
+    from mlp.kernels import numba_cpu
+
+    product = numba_cpu.products().product
+    rng = np.random.default_rng(0)
+    L, R = rng.standard_normal((m, depth)).astype(dtype), rng.standard_normal((depth, n)).astype(dtype)
+    for left in (L, np.ascontiguousarray(L.T).T):
+        for transposed in (False, True):
+            C = rng.standard_normal((n, m) if transposed else (m, n)).astype(dtype)
+            C = C.T if transposed else C
+            expected = C - 0.5 * (L.astype(np.float64) @ R)
+            product(C.dtype.type(-0.5), left, R, C)
+            assert_close(C, expected, dtype, scale=10 * depth)
+
+
 def test_dropout_uses_the_per_layer_path():
     model = mlp.MLP([4, 8, 2], output="softmax", dropout=0.5, backend="numba", seed=0)
     model.compile(loss="cross_entropy")

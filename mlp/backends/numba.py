@@ -37,6 +37,10 @@ def load_crossover(path=CROSSOVER_FILE) -> dict:
         return {int(width): int(batch) for width, batch in json.load(f)["by_width"].items()}
 
 
+def _weights(model) -> int:
+    return sum(layer.n_in * layer.n_out for layer in model.dense_layers)
+
+
 class Backend(_NumpyBackend):
     name = "numba"
 
@@ -67,7 +71,7 @@ class Backend(_NumpyBackend):
             return False  # dropout: the per-layer path (fused element-wise kernels)
         if any(not layer.activation.elementwise for layer in model.dense_layers[:-1]):
             return False
-        return batch <= self.crossover_for(sum(layer.n_in * layer.n_out for layer in model.dense_layers))
+        return batch <= self.crossover_for(_weights(model))
 
     # --- the whole step as one compiled call ----------------------------------------
     def fused_train_step(self, model, batch):
@@ -88,9 +92,9 @@ class Backend(_NumpyBackend):
             "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
         plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                                str(model.dtype))
+                                str(model.dtype), codegen.blocks(batch, _weights(model)))
         step = kernels.load(codegen.step_source(plan)).step
-        work, output = codegen.workspace(plan.layers, batch, True, model.dtype)
+        work, output = codegen.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
         state = optimizer.state_arrays()
         arrays = {"params": model.params, "grads": model.grads, "s1": state.get("m", state.get("velocity")),
                   "s2": state.get("v"), "work": work}
@@ -128,8 +132,9 @@ class Backend(_NumpyBackend):
 
     def _forward(self, model, batch):
         layers = codegen.dense_layers(model)
-        forward = kernels.load(codegen.forward_source(layers, str(model.dtype))).forward
-        work, _ = codegen.workspace(layers, batch, False, model.dtype)
+        blocked = codegen.blocks(batch, _weights(model))
+        forward = kernels.load(codegen.forward_source(layers, str(model.dtype), blocked)).forward
+        work, _ = codegen.workspace(layers, batch, False, model.dtype, blocked)
         return lambda X: forward(X, model.params, work)
 
     # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------

@@ -2,12 +2,15 @@
 need no generating."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import sys
 
 from numba import njit
+from numba.core import config
+from numba.core.compiler_lock import global_compiler_lock
 
 from mlp.kernels import rules
 
@@ -45,6 +48,33 @@ def load(source: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     _modules[digest] = module
+    return module
+
+
+def _compile_slp_vectorized(compile, signature):
+    """A dispatcher's `compile`, run with LLVM's SLP vectoriser, which Numba leaves off by
+    default (numba#8852: miscompiled integer code in 2023). The register blocks of `product`
+    are unrolled scalars that only SLP packs into vectors (2-3x on a 64x64 product); the
+    conformance tests hold it to the NumPy reference. Numba reads the setting whenever it
+    builds an optimisation pipeline: it is switched on under Numba's compiler lock, for this
+    compilation only, and restored after."""
+    with global_compiler_lock:
+        saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
+        try:
+            return compile(signature)
+        finally:
+            config.SLP_VECTORIZE = saved
+
+
+def products():
+    """The module of the register-blocked `product` that every generated step and forward
+    pass calls (mlp.kernels.numba_codegen.product_source): compiled once per float type and
+    array layout, not once per architecture."""
+    from mlp.kernels.numba_codegen import product_source
+
+    module = load(product_source())
+    if not isinstance(module.product.compile, functools.partial):
+        module.product.compile = functools.partial(_compile_slp_vectorized, module.product.compile)
     return module
 
 

@@ -1,5 +1,6 @@
 """The Numba backend's two paths, each held to the NumPy reference: the whole compiled step
 (small batches) and BLAS GEMMs with fused element-wise kernels (large batches)."""
+import itertools
 import os
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_register_blocked_steps(monkeypatch, batch, optimizer):
     from mlp.kernels import numba_codegen
 
     monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
-    weights = sum(a * b for a, b in zip(BLOCKED_SIZES, BLOCKED_SIZES[1:]))
+    weights = sum(a * b for a, b in itertools.pairwise(BLOCKED_SIZES))
     assert numba_codegen.blocks(batch, weights) and not numba_codegen.blocks(4, weights)
     check_against_numpy("tanh", "softmax", "cross_entropy", optimizer, batch=batch, sizes=BLOCKED_SIZES)
 
@@ -185,6 +186,19 @@ def test_crossover_is_looked_up_by_weight_count(monkeypatch):
                "wide": 2 * 1024 * 4096 + 4096**2, "huge": 10**9}
     assert {name: backend.crossover_for(n) for name, n in weights.items()} == {
         "calibration 512": 8, "calibration 1024": 4, "mnist": 8, "tiny": 100, "wide": 0, "huge": 0}
+
+
+def test_compiled_path_runs_within_its_measured_range(monkeypatch):
+    """Each path has the range of batch sizes where it measured faster, inference its own:
+    at width 1024, say, BLAS GEMV at batch 1 and the compiled forward pass at 2-16."""
+    backend = mlp.get_backend("numba")
+    monkeypatch.setattr(backend, "crossover_override", None)
+    for name, table in (("crossover", {1024: 4}), ("crossover_from", {1024: 1}),
+                        ("inference_crossover", {1024: 16}), ("inference_crossover_from", {1024: 2})):
+        monkeypatch.setattr(backend, name, table)
+    model = mlp.MLP([1024, 1024, 1024, 10], output="softmax", backend="numba").compile(loss="cross_entropy")
+    assert [backend._fusable(model, b) for b in (1, 4, 8)] == [True, True, False]
+    assert [backend._fusable(model, b, inference=True) for b in (1, 2, 16, 32)] == [False, True, True, False]
 
 
 def test_nan_still_detected_with_fastmath():

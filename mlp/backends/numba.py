@@ -30,11 +30,17 @@ from mlp.kernels import numba_cpu as kernels  # noqa: E402
 CROSSOVER_FILE = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
 
 
-def load_crossover(path=CROSSOVER_FILE) -> dict:
-    """{width w of the measured [w, w, w, 10] nets: largest batch size at which the whole
-    compiled step is faster}."""
+def load_crossover(path=CROSSOVER_FILE, key="by_width") -> dict:
+    """{width w of the measured [w, w, w, 10] nets: a batch size}: the largest at which the
+    whole compiled step (key "by_width") or forward pass ("inference_by_width") is faster, or
+    the smallest ("from_by_width", "inference_from_by_width"). A file measured before a table
+    was: inference takes the training one, and the smallest batch is 1."""
     with open(path) as f:
-        return {int(width): int(batch) for width, batch in json.load(f)["by_width"].items()}
+        data = json.load(f)
+    if key in data:
+        return {int(width): int(batch) for width, batch in data[key].items()}
+    last = data.get(key.replace("from_", ""), data["by_width"])
+    return {int(width): int(batch) if "from_" not in key else min(1, int(batch)) for width, batch in last.items()}
 
 
 def _weights(model) -> int:
@@ -47,12 +53,15 @@ class Backend(_NumpyBackend):
     def __init__(self):
         super().__init__()
         self.crossover = load_crossover()
+        self.crossover_from = load_crossover(key="from_by_width")
+        self.inference_crossover = load_crossover(key="inference_by_width")
+        self.inference_crossover_from = load_crossover(key="inference_from_by_width")
         override = os.environ.get("MLP_NUMBA_CROSSOVER")
         self.crossover_override = int(override) if override else None
         self._generated = {}
 
     # --- which path -----------------------------------------------------------------
-    def crossover_for(self, n_weights: int) -> int:
+    def crossover_for(self, n_weights: int, table=None) -> int:
         """The crossover batch size of a network with `n_weights` weights: that of the measured
         net [w, w, w, 10] (2w^2 + 10w weights) nearest to it in log scale. A step's work
         scales with its weights, not its widest layer: mnist (784-512-512-10, the weights of
@@ -60,18 +69,24 @@ class Backend(_NumpyBackend):
         where the 1024-wide net, the next wider, is faster on the BLAS path."""
         if self.crossover_override is not None:
             return self.crossover_override
+        table = self.crossover if table is None else table
         width = math.sqrt(n_weights / 2)
-        nearest = min(self.crossover, key=lambda w: abs(math.log(w / width)))
-        return self.crossover[nearest]
+        nearest = min(table, key=lambda w: abs(math.log(w / width)))
+        return table[nearest]
 
-    def _fusable(self, model, batch):
+    def _fusable(self, model, batch, inference=False):
         from mlp.layers import Dense
 
         if any(not isinstance(layer, Dense) for layer in model.layers):
             return False  # dropout: the per-layer path (fused element-wise kernels)
         if any(not layer.activation.elementwise for layer in model.dense_layers[:-1]):
             return False
-        return batch <= self.crossover_for(_weights(model))
+        if self.crossover_override is not None:
+            return batch <= self.crossover_override
+        tables = ((self.inference_crossover_from, self.inference_crossover) if inference
+                  else (self.crossover_from, self.crossover))
+        first, last = (self.crossover_for(_weights(model), table) for table in tables)
+        return first <= batch <= last
 
     # --- the whole step as one compiled call ----------------------------------------
     def fused_train_step(self, model, batch):
@@ -120,14 +135,15 @@ class Backend(_NumpyBackend):
         return train
 
     def fused_forward(self, model, batch):
-        """A function X -> A_L (a buffer reused between calls), or None. Inference follows
-        the training crossover: measured on its own it has no single crossover (at width
-        >= 1024 BLAS GEMV wins at batch 1 by 1.1-1.4x, the compiled pass at 2-8 by 1.5-2.7x
-        over OpenBLAS's small-M GEMM; mnist's compiled pass wins at 1 by 2.5x)."""
+        """A function X -> A_L (a buffer reused between calls), or None. Inference has its
+        own measured crossover: the compiled forward pass runs on one core, the BLAS path's
+        GEMMs on all (tiny, 2-64-64-1: the compiled pass 1.32x at batch 128, 0.85x at 512,
+        where the compiled step still trains 1.48x faster)."""
         key = ("forward", batch, self.crossover_override)
         cache = model._kernel_cache
         if key not in cache:
-            cache[key] = self._forward(model, batch) if self._fusable(model, batch) else None
+            fusable = self._fusable(model, batch, inference=True)
+            cache[key] = self._forward(model, batch) if fusable else None
         return cache[key]
 
     def _forward(self, model, batch):

@@ -15,6 +15,10 @@ the batch per load of a weight row; the input delta takes UNIT_BLOCK rows of W p
 delta row; the weight gradient takes ROW_BLOCK rows of the batch per pass over the gradient
 row. Each loop stores to one array only: with several stores in one loop LLVM cannot rule out
 aliasing and leaves the loop scalar (measured 2-4x slower).
+
+From BLOCKED_FROM rows on, small networks' steps (`blocks`) take their products from one shared
+register-blocked kernel instead (`product_source`): the forward pass over W^T transposed into
+the workspace, the input delta, and the weight gradient, with plain SGD folded into it.
 """
 from __future__ import annotations
 
@@ -317,9 +321,10 @@ def _row_blocks():
 def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked, indent="    ", parallel=False):
     """A_l = f(A_{l-1} W_l^T + b_l). `blocked` (for layers of at least GEMM_COLUMNS units):
     W_l is transposed into the workspace and the product taken in register blocks; else as
-    dot products over rows of W, ROW_BLOCK rows per pass over each row. The output layer keeps Z when the loss needs it. A float32 tanh or sigmoid (the
-    vectorisable formulas) runs as its own loop after the products, which doubles tanh
-    networks' throughput; every other activation is applied as each output is stored.
+    dot products over rows of W, ROW_BLOCK rows per pass over each row. The output layer
+    keeps Z when the loss needs it. A float32 tanh or sigmoid (the vectorisable formulas)
+    runs as its own loop after the products, which doubles tanh networks' throughput; every
+    other activation is applied as each output is stored.
     `parallel`: the units of a large layer are split across cores (prange; safe for inference,
     where every unit only writes its own output)."""
     from mlp.activations import FLOAT32_FORMULAS
@@ -342,6 +347,7 @@ def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked
 
 
 def _dot_forward(number, layer, activated, indent, split):
+    """A_l as dot products over rows of W, ROW_BLOCK rows of the batch per pass over a row."""
     src = "X" if number == 1 else f"A{number - 1}"
     lines = []
     for rows_range, rows in _row_blocks():
@@ -550,12 +556,11 @@ def _unit_gradient(plan, number, unit, indent):
 
 
 def _backward_rows(plan):
-    """Below BLOCKED_FROM rows: the delta recursion, last layer first, UNIT_BLOCK units at a
-    time: their share of the
-    input delta, then each one's gradient row. Without clipping, each row of W is updated as
-    soon as its gradient is known (after it has given its share of the input delta): a step
-    reads and writes every weight about three times in all, the least a training step can,
-    and `grads` is not written. With clipping the update needs the global gradient norm
+    """Unblocked steps: the delta recursion, last layer first, UNIT_BLOCK units at a time:
+    their share of the input delta, then each one's gradient row. Without clipping, each row
+    of W is updated as soon as its gradient is known (after it has given its share of the
+    input delta): a step reads and writes every weight about three times in all, the least a
+    training step can, and `grads` is not written. With clipping the update needs the global gradient norm
     first: gradients go to `grads`, then one scaled update pass over the flat buffer."""
     layers, lines = plan.layers, []
     if not plan.clip:
@@ -585,7 +590,6 @@ def _backward_rows(plan):
                   "        g = grads[j] * scale", "        grads[j] = g"]
         lines += _update(plan, "params[j]", "g", "j", "        ")
     return lines
-
 
 
 def _bias_gradient(plan, number):
@@ -647,7 +651,7 @@ def _flat_update(plan):
 
 
 def _backward_products(plan):
-    """From BLOCKED_FROM rows: the delta recursion, last layer first, by register-blocked
+    """Blocked steps (`blocks`): the delta recursion, last layer first, by register-blocked
     products; then, unless plain SGD was folded into the weight-gradient products, the
     update from `grads`."""
     layers, lines = plan.layers, []

@@ -1,10 +1,11 @@
 """Measure where the Numba backend's whole compiled step stops beating its BLAS path.
 
 For networks [w, w, w, 10] (ReLU and tanh hidden layers, softmax cross-entropy, SGD) at widths
-w, time one training step both ways over batch sizes 1, 2, 4, ...; the crossover of a width is
-the largest batch up to which the compiled step is faster at every size (the sweep stops at the
-first loss, so one noisy slow measurement of the other path cannot carry it further), the
-smaller of the two activations'. The two paths are timed alternately, best of ROUNDS each.
+w, time one training step, and one forward pass, both ways over batch sizes 1, 2, 4, ...; the
+crossover of a width is the largest batch at which the compiled path is faster before it loses
+at two sizes in a row (so a near-tie does not end the sweep, and one noisy slow measurement of
+the other path cannot carry it past a real loss), the smaller of the two activations'. The two paths are timed alternately, best of
+ROUNDS each.
 Written to numba_crossover.json beside this file (or --out).
 
     python -m mlp.kernels.numba_crossover [--out PATH]
@@ -24,51 +25,89 @@ WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 # denormal numbers, 5x slower on both paths (222 vs 45 ms at batch 1), hiding the difference.
 LR = 1e-6
 ROUNDS = 5
+LOSSES = 2  # the sweep ends at this many sizes in a row where the compiled path is slower
 
 
-def time_step(backend, model, X, Y, override):
+def time_path(backend, model, run, override):
     from mlp.bench.timing import measure
 
     backend.crossover_override = override
     model._kernel_cache.clear()
-    return measure(lambda: model._train_batch(X, Y), backend.synchronize,
-                   min_repeat_time=0.02, repeats=3, warmup=2)["seconds"]
+    return measure(run, backend.synchronize, min_repeat_time=0.02, repeats=3, warmup=2)["seconds"]
+
+
+def sweep(backend, model, run_for, label, max_batch, timings, verbose):
+    """(first, last): the smallest and the largest batch of 1, 2, 4, ... at which the compiled
+    path of `run_for(batch)` (a function of no arguments) is faster, before it is slower at
+    LOSSES sizes in a row ((0, 0) if it never is). At width 4096 BLAS GEMV wins inference at
+    batch 1, the compiled pass at 2-8 (1.3-2.1x over OpenBLAS's small-M GEMM). One
+    near-tie lost (mnist's forward pass at batch 2: 128 against 112 us, then 2.7x faster at 8)
+    does not end the sweep. The two paths are alternated, best of ROUNDS each: a slow spell
+    of this shared machine then hits both instead of deciding."""
+    first = last = 0
+    batch, losses = 1, 0
+    while batch <= max_batch and losses < LOSSES:
+        run = run_for(batch)
+        fused = blas = float("inf")
+        for _ in range(ROUNDS):
+            fused = min(fused, time_path(backend, model, run, 10**9))
+            blas = min(blas, time_path(backend, model, run, 0))
+        timings[f"{label}/{batch}"] = {"whole_step_s": fused, "blas_s": blas}
+        if verbose:
+            print(f"{label:>16} batch {batch:5d}: compiled {fused * 1e6:9.1f} us, BLAS path {blas * 1e6:9.1f} us",
+                  flush=True)
+        if fused < blas:
+            first, last, losses = first or batch, batch, 0
+        else:
+            losses += 1
+        batch *= 2
+    return first, last
 
 
 def measure_crossover(widths=WIDTHS, activations=("relu", "tanh"), max_batch=8192, verbose=True):
+    """({width: (first, last)} of the training step, the same of inference, timings): the
+    range of batch sizes where the compiled path is faster, the narrower of the two
+    activations'. Inference has its own: the compiled forward pass runs on one core, the BLAS
+    path's GEMMs on all."""
     import mlp
 
     backend = mlp.get_backend("numba")
     saved = backend.crossover_override
-    table, timings = {}, {}
+    train, infer, timings = {}, {}, {}
     try:
         for width in widths:
             for activation in activations:
                 model = mlp.MLP([width, width, width, 10], activation=activation, output="softmax",
                                 backend="numba", seed=0)
                 model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=LR), metrics=[])
-                best, batch = 0, 1
-                while batch <= max_batch:
+
+                def data(batch, width=width):
                     rng = np.random.default_rng(0)
                     X = rng.standard_normal((batch, width)).astype(np.float32)
-                    Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
-                    # alternated, best of ROUNDS each: a slow spell of this shared machine
-                    # then hits both paths instead of deciding the comparison
-                    fused = blas = float("inf")
-                    for _ in range(ROUNDS):
-                        fused = min(fused, time_step(backend, model, X, Y, 10**9))
-                        blas = min(blas, time_step(backend, model, X, Y, 0))
-                    timings[f"{activation}/{width}/{batch}"] = {"whole_step_s": fused, "blas_s": blas}
-                    if verbose:
-                        print(f"{activation:>5} width {width:5d} batch {batch:5d}: whole step "
-                              f"{fused * 1e6:9.1f} us, BLAS path {blas * 1e6:9.1f} us", flush=True)
-                    if fused >= blas:
-                        break
-                    best, batch = batch, batch * 2
-                table[width] = min(table.get(width, best), best)
+                    return X, np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
+
+                def step_for(batch, model=model, data=data):
+                    X, Y = data(batch)
+                    return lambda: model._train_batch(X, Y)
+
+                def forward_for(batch, model=model, data=data):
+                    X, _ = data(batch)
+                    return lambda: model._infer(X)
+
+                for table, run_for, label in ((train, step_for, f"{activation}/{width}"),
+                                              (infer, forward_for, f"infer/{activation}/{width}")):
+                    table[width] = _narrower(table.get(width), sweep(backend, model, run_for, label, max_batch,
+                                                                     timings, verbose))
     finally:
         backend.crossover_override = saved
-    return table, timings
+    return train, infer, timings
+
+
+def _narrower(a, b):
+    if a is None:
+        return b
+    first, last = max(a[0], b[0]), min(a[1], b[1])
+    return (first, last) if 0 < first <= last else (0, 0)
 
 
 def main(argv=None):
@@ -78,14 +117,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=CROSSOVER_FILE)
     args = parser.parse_args(argv)
-    table, timings = measure_crossover()
-    result = {"by_width": {str(w): b for w, b in table.items()},
+    train, infer, timings = measure_crossover()
+    result = {"by_width": {str(w): last for w, (_, last) in train.items()},
+              "from_by_width": {str(w): first for w, (first, _) in train.items()},
+              "inference_by_width": {str(w): last for w, (_, last) in infer.items()},
+              "inference_from_by_width": {str(w): first for w, (first, _) in infer.items()},
               "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
               "command": command_line() if "numba_crossover" not in command_line() else
               "python -m mlp.kernels.numba_crossover", "timings": timings}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"crossover by width: {table}; wrote {args.out}")
+    print(f"crossover by width: training {train}, inference {infer}; wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -277,10 +277,13 @@ def product_source() -> str:
 
     Register blocks of GEMM_ROWS x GEMM_COLUMNS accumulators, unrolled as scalars that LLVM's
     SLP vectoriser packs into vectors: per kk, GEMM_ROWS broadcasts, two vector loads and
-    2 GEMM_ROWS FMAs, and the accumulators never leave registers (64x64 products: 25-30
-    GMAC/s on one core, against 8-14 for loops that keep a row of C in memory). Unrolled once
-    here, not per architecture: Numba types and lowers each generated line, and a step with
-    its products unrolled in took 14-39 s to compile."""
+    2 GEMM_ROWS FMAs, and the accumulators never leave registers (64x64 products over 32-512
+    rows: 17-23 GMAC/s on one core, against about 11 for the loops of unblocked steps, which
+    keep a row of C in memory). Unrolled once here, not per architecture: Numba types and
+    lowers each generated line, and a step with its products unrolled in took 14-39 s to
+    compile. The blocks are inlined, not block functions: a function's row and column
+    arguments could be negative for all Numba knows, and its index wraparound turned the loads
+    into gathers (4-5 GMAC/s)."""
     lines = [HEADER, "# Without reassoc: allowed to reorder a sum, LLVM's loop vectoriser takes the blocks'",
              "# loops over kk (the reduction axis) and the SLP vectoriser finds nothing left to pack.",
              '_jit_blocks = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True)', "",

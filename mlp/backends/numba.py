@@ -2,13 +2,14 @@
 
 - Small batches: the whole training step (forward, loss, backward, penalties, clipping,
   update) and the whole forward pass are one compiled call, generated per architecture with
-  BLAS-free loops (mlp.kernels.numba_codegen), no Python per layer.
+  BLAS-free loops (mlp.kernels.numba_codegen), no Python per layer; small networks from
+  batch 8 take their products from one shared register-blocked kernel.
 - Large batches: GEMMs on NumPy's BLAS (faster here than the SciPy BLAS that np.dot inside
   njit calls); bias + activation, and activation derivative x delta + bias gradient, are
   each one fused compiled pass; the optimizer is one fused pass over the flat buffer.
-- Which one runs is decided by a measured crossover batch size per network size
-  (mlp/kernels/numba_crossover.json, re-measured by `python -m mlp.kernels.numba_crossover`);
-  MLP_NUMBA_CROSSOVER=N overrides it.
+- Which one runs is decided by the measured range of batch sizes where the compiled path is
+  faster, per network size, for training and inference apart (mlp/kernels/numba_crossover.json,
+  re-measured by `python -m mlp.kernels.numba_crossover`); MLP_NUMBA_CROSSOVER=N overrides it.
 Compiled code is cached on disk (MLP_CACHE_DIR, default ~/.cache/mlp/numba).
 """
 from __future__ import annotations

@@ -233,8 +233,8 @@ def step_arguments(plan) -> list:
 
 
 PARALLEL_WEIGHTS = 1 << 16  # inference splits a layer's units across cores from this size on
-ROW_BLOCK = 4  # rows of the batch per pass over a weight row (below BLOCKED_FROM rows)
-UNIT_BLOCK = 4  # rows of W per pass over a row of the input delta (below BLOCKED_FROM rows)
+ROW_BLOCK = 4  # rows of the batch per pass over a weight row (unblocked passes)
+UNIT_BLOCK = 4  # rows of W per pass over a row of the input delta (unblocked steps)
 GEMM_ROWS = 4  # a register block of a product: GEMM_ROWS x GEMM_COLUMNS accumulators
 GEMM_COLUMNS = 16  # two AVX2 vectors of float32
 BLOCKED_FROM = 8  # the smallest batch whose products are taken in register blocks (see `blocks`)

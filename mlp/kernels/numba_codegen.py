@@ -335,12 +335,14 @@ def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked
     keep_z = last and (layer.activation == "softmax" or fused_softmax_or_sigmoid)
     separate = not keep_z and dtype == "float32" and layer.activation in FLOAT32_FORMULAS
 
+    inline = not (keep_z or separate)
+
     def activated(value):
-        return value if keep_z or separate else f"f_{layer.activation}({value}{_args(layer)})"
+        return f"f_{layer.activation}({value}{_args(layer)})" if inline else value
 
     split = parallel and _parallel(layer)
     if blocked and _transposes(layer) and not split:
-        lines = _blocked_forward(number, layer, activated, indent)
+        lines = _blocked_forward(number, layer, activated if inline else None, indent)
     else:
         lines = _dot_forward(number, layer, activated, indent, split)
     if separate:
@@ -366,14 +368,14 @@ def _dot_forward(number, layer, activated, indent, split):
 
 def _blocked_forward(number, layer, activated, indent):
     """W_l^T into the workspace (contiguous stores), then A_l = A_{l-1} W_l^T + b_l by the
-    shared register-blocked `product`."""
+    shared register-blocked `product`, then `activated` (value -> source) over A_l unless None."""
     src = "X" if number == 1 else f"A{number - 1}"
     lines = [f"{indent}for k in range({layer.n_in}):", f"{indent}    for o in range({layer.n_out}):",
              f"{indent}        WT{number}[k, o] = W{number}[o, k]",
              f"{indent}for i in range(n):", f"{indent}    for o in range({layer.n_out}):",
              f"{indent}        A{number}[i, o] = b{number}[o]",
              f"{indent}_product(one, {src}, WT{number}, A{number})"]
-    if activated("z") != "z":
+    if activated is not None:
         lines += [f"{indent}for i in range(n):", f"{indent}    for o in range({layer.n_out}):",
                   f"{indent}        A{number}[i, o] = {activated(f'A{number}[i, o]')}"]
     return lines
@@ -563,8 +565,9 @@ def _backward_rows(plan):
     their share of the input delta, then each one's gradient row. Without clipping, each row
     of W is updated as soon as its gradient is known (after it has given its share of the
     input delta): a step reads and writes every weight about three times in all, the least a
-    training step can, and `grads` is not written. With clipping the update needs the global gradient norm
-    first: gradients go to `grads`, then one scaled update pass over the flat buffer."""
+    training step can, and `grads` is not written. With clipping the update needs the global
+    gradient norm first: gradients go to `grads`, then one scaled update pass over the flat
+    buffer."""
     layers, lines = plan.layers, []
     if not plan.clip:
         lines.append(f"    row = np.empty({max(layer.n_in for layer in layers)}, dtype=params.dtype)")
@@ -587,12 +590,7 @@ def _backward_rows(plan):
             lines += _unit_gradient(plan, number, "o", "        ")
         if number > 1:
             lines += _input_delta_activation(plan, number)
-    if plan.clip:
-        lines += ["    square = 0.0", "    for j in range(grads.size):", "        square += grads[j] * grads[j]",
-                  "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))", "    for j in range(params.size):",
-                  "        g = grads[j] * scale", "        grads[j] = g"]
-        lines += _update(plan, "params[j]", "g", "j", "        ")
-    return lines
+    return lines + _update_from_grads(plan) if plan.clip else lines
 
 
 def _bias_gradient(plan, number):
@@ -641,15 +639,22 @@ def _layer_backward(plan, number):
 
 def _flat_update(plan):
     """The update from `grads` when it is not folded into the products: penalties added to
-    each layer's weights (not its biases), clipping by the global norm, then the rule."""
+    each layer's weights (not its biases), then `_update_from_grads`."""
     lines = []
     if plan.l1 or plan.l2:
         for start, w_end, _ in _offsets(plan.layers):
             lines += [f"    for j in range({start}, {w_end}):"] + _penalty(plan, "grads[j]", "params[j]", "        ")
-    if plan.clip:
-        lines += ["    square = 0.0", "    for j in range(grads.size):", "        square += grads[j] * grads[j]",
-                  "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))"]
-    lines += ["    for j in range(params.size):", "        g = grads[j] * scale" if plan.clip else "        g = grads[j]"]
+    return lines + _update_from_grads(plan)
+
+
+def _update_from_grads(plan):
+    """One update pass over the flat buffer from `grads`, clipped first (when the plan clips)
+    to the global norm, the clipped gradient kept in `grads`."""
+    if not plan.clip:
+        return ["    for j in range(params.size):"] + _update(plan, "params[j]", "grads[j]", "j", "        ")
+    lines = ["    square = 0.0", "    for j in range(grads.size):", "        square += grads[j] * grads[j]",
+             "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))", "    for j in range(params.size):",
+             "        g = grads[j] * scale", "        grads[j] = g"]
     return lines + _update(plan, "params[j]", "g", "j", "        ")
 
 
@@ -658,8 +663,7 @@ def _backward_products(plan):
     products; then, unless plain SGD was folded into the weight-gradient products, the
     update from `grads`."""
     layers, lines = plan.layers, []
-    width = max(max(layer.n_in, layer.n_out) for layer in layers)
-    lines.append(f"    row = np.empty({width}, dtype=params.dtype)")
+    lines.append(f"    row = np.empty({max(layer.n_out for layer in layers)}, dtype=params.dtype)")  # bias sums
     for number in range(len(layers), 0, -1):
         lines += _bias_gradient(plan, number)
         lines += _layer_backward(plan, number)

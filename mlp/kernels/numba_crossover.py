@@ -2,10 +2,10 @@
 
 For networks [w, w, w, 10] (ReLU and tanh hidden layers, softmax cross-entropy, SGD) at widths
 w, time one training step, and one forward pass, both ways over batch sizes 1, 2, 4, ...; the
-crossover of a width is the largest batch at which the compiled path is faster before it loses
-at two sizes in a row (so a near-tie does not end the sweep, and one noisy slow measurement of
-the other path cannot carry it past a real loss), the smaller of the two activations'. The two paths are timed alternately, best of
-ROUNDS each.
+crossover of a width is the range from the smallest to the largest batch at which the compiled
+path is faster before it loses at two sizes in a row (so a near-tie does not end the sweep, and
+one noisy slow measurement of the other path cannot carry it past a real loss), the narrower of
+the two activations'. The two paths are timed alternately, best of ROUNDS each.
 Written to numba_crossover.json beside this file (or --out).
 
     python -m mlp.kernels.numba_crossover [--out PATH]

@@ -110,20 +110,32 @@ def test_conformance_suite_on_both_paths(numba_path, rng):
 BLOCKED_SIZES = (3, 37, 18, 5)
 
 
-@pytest.mark.parametrize("batch", [8, 13, 21])
-@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1), lambda: mlp.SGD(lr=0.1, momentum=0.9),
-                                       lambda: mlp.Adam(lr=0.01)], ids=["sgd", "momentum", "adam"])
-def test_register_blocked_steps(monkeypatch, batch, optimizer):
+OPTIMIZERS = {"sgd": lambda: mlp.SGD(lr=0.1), "momentum": lambda: mlp.SGD(lr=0.1, momentum=0.9),
+              "adam": lambda: mlp.Adam(lr=0.01)}
+
+
+@pytest.fixture(params=["serial", "split"])
+def split(request, monkeypatch):
+    """Blocked steps and passes with their products and row passes on one thread, or split
+    across threads (from batch 0 on, so that small problems take the split code)."""
     from mlp.kernels import numba_codegen
 
     monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+    monkeypatch.setattr(numba_codegen, "SPLIT_FROM", 0 if request.param == "split" else 10**9)
+    return request.param
+
+
+@pytest.mark.parametrize("batch,optimizer", [(8, "sgd"), (8, "momentum"), (8, "adam"), (13, "sgd"),
+                                             (21, "momentum"), (21, "adam")])
+def test_register_blocked_steps(split, batch, optimizer):
+    from mlp.kernels import numba_codegen
+
     weights = sum(a * b for a, b in itertools.pairwise(BLOCKED_SIZES))
     assert numba_codegen.blocks(batch, weights) and not numba_codegen.blocks(4, weights)
-    check_against_numpy("tanh", "softmax", "cross_entropy", optimizer, batch=batch, sizes=BLOCKED_SIZES)
+    check_against_numpy("tanh", "softmax", "cross_entropy", OPTIMIZERS[optimizer], batch=batch, sizes=BLOCKED_SIZES)
 
 
-def test_register_blocked_steps_with_penalties_and_clipping(monkeypatch):
-    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+def test_register_blocked_steps_with_penalties_and_clipping(split):
     check_against_numpy("relu", "sigmoid", "binary_cross_entropy", lambda: mlp.SGD(lr=0.1), batch=9,
                         sizes=BLOCKED_SIZES[:3] + (1,), l1=0.01, l2=0.02, clip_norm=0.05)
     check_against_numpy("elu", "softmax", "cross_entropy", lambda: mlp.Adam(lr=0.01), batch=10,
@@ -131,8 +143,7 @@ def test_register_blocked_steps_with_penalties_and_clipping(monkeypatch):
 
 
 @pytest.mark.parametrize("batch", [8, 30])
-def test_register_blocked_inference(monkeypatch, batch):
-    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+def test_register_blocked_inference(split, batch):
     X = np.random.default_rng(1).standard_normal((batch, 3))
     outputs = [mlp.MLP(list(BLOCKED_SIZES), activation="relu", output="softmax", backend=name, dtype="float64",
                        seed=4).predict(X) for name in ("numpy", "numba")]
@@ -140,22 +151,36 @@ def test_register_blocked_inference(monkeypatch, batch):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("m,depth,n", [(1, 1, 1), (4, 3, 16), (9, 20, 37), (21, 2, 64)])
+@pytest.mark.parametrize("m,depth,n", [(1, 1, 1), (4, 3, 16), (9, 20, 37), (21, 2, 64), (70, 5, 33)])
 def test_product_against_numpy(dtype, m, depth, n):
     """C += alpha L R in every layout a step passes: L as rows or a transposed view, C as
     rows or a transposed view (a first layer's weights, blocked along its units)."""
     from mlp.kernels import numba_cpu
 
-    product = numba_cpu.products().product
+    products = numba_cpu.products()
     rng = np.random.default_rng(0)
     L, R = rng.standard_normal((m, depth)).astype(dtype), rng.standard_normal((depth, n)).astype(dtype)
-    for left in (L, np.ascontiguousarray(L.T).T):
-        for transposed in (False, True):
-            C = rng.standard_normal((n, m) if transposed else (m, n)).astype(dtype)
-            C = C.T if transposed else C
-            expected = C - 0.5 * (L.astype(np.float64) @ R)
-            product(C.dtype.type(-0.5), left, R, C)
-            assert_close(C, expected, dtype, scale=10 * depth)
+    for product, left, transposed in itertools.product((products.product, products.product_parallel),
+                                                       (L, np.ascontiguousarray(L.T).T), (False, True)):
+        C = rng.standard_normal((n, m) if transposed else (m, n)).astype(dtype)
+        C = C.T if transposed else C
+        expected = C - 0.5 * (L.astype(np.float64) @ R)
+        product(C.dtype.type(-0.5), left, R, C)
+        assert_close(C, expected, dtype, scale=10 * depth)
+
+
+def test_split_steps_are_cached_on_disk(split):
+    """A step whose products run in parallel is still written to Numba's disk cache (a
+    parallel function that calls get_num_threads() is not: it says so in a warning)."""
+    import warnings
+
+    model = mlp.MLP([3, 20, 2], output="softmax", backend="numba", seed=0)
+    model.compile(loss="cross_entropy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train_step(np.ones((12, 3)), [0, 1] * 6)
+        model.predict(np.ones((12, 3)))
+    assert not [w for w in caught if "Cannot cache" in str(w.message)]
 
 
 def test_dropout_uses_the_per_layer_path():

@@ -121,7 +121,8 @@ def split(request, monkeypatch):
     from mlp.kernels import numba_codegen
 
     monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
-    monkeypatch.setattr(numba_codegen, "SPLIT_FROM", 0 if request.param == "split" else 10**9)
+    for name in ("SPLIT_FROM", "SPLIT_WORK"):
+        monkeypatch.setattr(numba_codegen, name, 0 if request.param == "split" else 10**9)
     return request.param
 
 

@@ -3,7 +3,8 @@
 - Small batches: the whole training step (forward, loss, backward, penalties, clipping,
   update) and the whole forward pass are one compiled call, generated per architecture with
   BLAS-free loops (mlp.kernels.numba_codegen), no Python per layer; small networks from
-  batch 8 take their products from one shared register-blocked kernel.
+  batch 8 take their products from one shared register-blocked kernel, split across threads
+  with enough rows and work.
 - Large batches: GEMMs on NumPy's BLAS (faster here than the SciPy BLAS that np.dot inside
   njit calls); bias + activation, and activation derivative x delta + bias gradient, are
   each one fused compiled pass; the optimizer is one fused pass over the flat buffer.
@@ -108,7 +109,8 @@ class Backend(_NumpyBackend):
             "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
         plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                                str(model.dtype), codegen.blocks(batch, _weights(model)), codegen.splits(batch))
+                                str(model.dtype), codegen.blocks(batch, _weights(model)),
+                                codegen.splits(batch, _weights(model)))
         step = kernels.load(codegen.step_source(plan)).step
         work, output = codegen.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
         state = optimizer.state_arrays()
@@ -150,7 +152,8 @@ class Backend(_NumpyBackend):
     def _forward(self, model, batch):
         layers = codegen.dense_layers(model)
         blocked = codegen.blocks(batch, _weights(model))
-        forward = kernels.load(codegen.forward_source(layers, str(model.dtype), blocked, codegen.splits(batch))).forward
+        split = codegen.splits(batch, _weights(model))
+        forward = kernels.load(codegen.forward_source(layers, str(model.dtype), blocked, split)).forward
         work, _ = codegen.workspace(layers, batch, False, model.dtype, blocked)
         return lambda X: forward(X, model.params, work)
 

@@ -26,13 +26,19 @@ WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 LR = 1e-6
 ROUNDS = 5
 LOSSES = 2  # the sweep ends at this many sizes in a row where the compiled path is slower
+# Seconds to wait before timing a step split across Numba's threads after the BLAS path ran:
+# OpenBLAS's threads spin for about 2^28 cycles after a call (its THREAD_TIMEOUT), on the
+# cores Numba's threads need. [64, 64, 64, 10] at batch 2048 measured 2.54 ms straight after
+# the BLAS path, 1.38 ms after 0.3 s; a training run takes one path and never sees it.
+SETTLE = 0.2
 
 
-def time_path(backend, model, run, override):
+def time_path(backend, model, run, override, settle=0.0):
     from mlp.bench.timing import measure
 
     backend.crossover_override = override
     model._kernel_cache.clear()
+    time.sleep(settle)
     return measure(run, backend.synchronize, min_repeat_time=0.02, repeats=3, warmup=2)["seconds"]
 
 
@@ -44,13 +50,18 @@ def sweep(backend, model, run_for, label, max_batch, timings, verbose):
     near-tie lost (mnist's forward pass at batch 2: 128 against 112 us, then 2.7x faster at 8)
     does not end the sweep. The two paths are alternated, best of ROUNDS each: a slow spell
     of this shared machine then hits both instead of deciding."""
+    from mlp.backends.numba import _weights
+    from mlp.kernels import numba_codegen as codegen
+
     first = last = 0
     batch, losses = 1, 0
     while batch <= max_batch and losses < LOSSES:
         run = run_for(batch)
+        weights = _weights(model)
+        settle = SETTLE if codegen.blocks(batch, weights) and codegen.splits(batch, weights) else 0.0
         fused = blas = float("inf")
         for _ in range(ROUNDS):
-            fused = min(fused, time_path(backend, model, run, 10**9))
+            fused = min(fused, time_path(backend, model, run, 10**9, settle))
             blas = min(blas, time_path(backend, model, run, 0))
         timings[f"{label}/{batch}"] = {"whole_step_s": fused, "blas_s": blas}
         if verbose:

@@ -227,6 +227,25 @@ def test_compiled_path_runs_within_its_measured_range(monkeypatch):
     assert [backend._fusable(model, b, inference=True) for b in (1, 2, 16, 32)] == [False, True, True, False]
 
 
+def test_a_table_measured_on_this_machine_is_preferred(monkeypatch, tmp_path):
+    """`python -m mlp.kernels.numba_crossover` writes this machine's own table into the cache
+    directory; the backend takes it over the shipped one, and the shipped one without it."""
+    import json
+
+    from mlp.backends import numba as numba_backend
+
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path))
+    assert numba_backend.crossover_file() == numba_backend.SHIPPED_CROSSOVER
+    own = numba_backend.own_crossover_file()
+    os.makedirs(os.path.dirname(own))
+    with open(own, "w") as f:
+        json.dump({"by_width": {"64": 77}, "from_by_width": {"64": 2}}, f)
+    assert numba_backend.crossover_file() == own
+    assert numba_backend.load_crossover() == {64: 77}
+    assert numba_backend.load_crossover(key="from_by_width") == {64: 2}
+    assert numba_backend.load_crossover(key="inference_by_width") == {64: 77}  # an older file: training's
+
+
 def test_nan_still_detected_with_fastmath():
     model = mlp.MLP([2, 16, 1], backend="numba", seed=0)
     model.compile(loss="mse", optimizer=mlp.SGD(lr=10.0))

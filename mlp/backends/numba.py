@@ -9,8 +9,9 @@
   njit calls); bias + activation, and activation derivative x delta + bias gradient, are
   each one fused compiled pass; the optimizer is one fused pass over the flat buffer.
 - Which one runs is decided by the measured range of batch sizes where the compiled path is
-  faster, per network size, for training and inference apart (mlp/kernels/numba_crossover.json,
-  re-measured by `python -m mlp.kernels.numba_crossover`); MLP_NUMBA_CROSSOVER=N overrides it.
+  faster, per network size, for training and inference apart: measured on this machine by
+  `python -m mlp.kernels.numba_crossover` (into the cache directory), else the table shipped in
+  mlp/kernels/numba_crossover.json (measured on the CI machine); MLP_NUMBA_CROSSOVER=N overrides it.
 Compiled code is cached on disk (MLP_CACHE_DIR, default ~/.cache/mlp/numba).
 """
 from __future__ import annotations
@@ -29,15 +30,28 @@ numba = require("numba", "numba", "numba")
 from mlp.kernels import numba_codegen as codegen  # noqa: E402  (needs numba)
 from mlp.kernels import numba_cpu as kernels  # noqa: E402
 
-CROSSOVER_FILE = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
+SHIPPED_CROSSOVER = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
 
 
-def load_crossover(path=CROSSOVER_FILE, key="by_width") -> dict:
+def own_crossover_file() -> str:
+    """Where `python -m mlp.kernels.numba_crossover` writes this machine's own table."""
+    return os.path.join(kernels.cache_dir(), "numba_crossover.json")
+
+
+def crossover_file() -> str:
+    """This machine's own measured table if there is one, else the shipped one: where the
+    compiled path stops winning moves with the machine (tiny-sized nets: batch 1024 on the
+    Intel Xeon that measured the first table, 512 on an AMD EPYC, both 2 cores, one thread)."""
+    own = own_crossover_file()
+    return own if os.path.exists(own) else SHIPPED_CROSSOVER
+
+
+def load_crossover(path=None, key="by_width") -> dict:
     """{width w of the measured [w, w, w, 10] nets: a batch size}: the largest at which the
     whole compiled step (key "by_width") or forward pass ("inference_by_width") is faster, or
     the smallest ("from_by_width", "inference_from_by_width"). A file measured before a table
     was: inference takes the training one, and the smallest batch is 1."""
-    with open(path) as f:
+    with open(path or crossover_file()) as f:
         data = json.load(f)
     if key in data:
         return {int(width): int(batch) for width, batch in data[key].items()}

@@ -6,7 +6,8 @@ crossover of a width is the range from the smallest to the largest batch at whic
 path is faster before it loses at two sizes in a row (so a near-tie does not end the sweep, and
 one noisy slow measurement of the other path cannot carry it past a real loss), the narrower of
 the two activations'. The two paths are timed alternately, best of ROUNDS each.
-Written to numba_crossover.json beside this file (or --out).
+Written to this machine's own table in the cache directory, which the Numba backend then
+prefers to the shipped one (--out mlp/kernels/numba_crossover.json replaces the shipped one).
 
     python -m mlp.kernels.numba_crossover [--out PATH]
 """
@@ -122,12 +123,15 @@ def _narrower(a, b):
 
 
 def main(argv=None):
-    from mlp.backends.numba import CROSSOVER_FILE
+    from mlp.backends.numba import own_crossover_file
     from mlp.bench.machine import command_line, cpu_model
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=CROSSOVER_FILE)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="where to write the table (default: this machine's own, "
+                                                    f"{own_crossover_file()})")
     args = parser.parse_args(argv)
+    args.out = args.out or own_crossover_file()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     train, infer, timings = measure_crossover()
     result = {"by_width": {str(w): last for w, (_, last) in train.items()},
               "from_by_width": {str(w): first for w, (first, _) in train.items()},
@@ -136,8 +140,10 @@ def main(argv=None):
               "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
               "command": command_line() if "numba_crossover" not in command_line() else
               "python -m mlp.kernels.numba_crossover", "timings": timings}
-    with open(args.out, "w") as f:
+    partial = f"{args.out}.{os.getpid()}.tmp"
+    with open(partial, "w") as f:
         json.dump(result, f, indent=1)
+    os.replace(partial, args.out)  # atomic: a backend starting meanwhile reads the old table or the new
     print(f"crossover by width: training {train}, inference {infer}; wrote {args.out}")
 
 

@@ -114,37 +114,46 @@ OPTIMIZERS = {"sgd": lambda: mlp.SGD(lr=0.1), "momentum": lambda: mlp.SGD(lr=0.1
               "adam": lambda: mlp.Adam(lr=0.01)}
 
 
-@pytest.fixture(params=["serial", "split"])
-def split(request, monkeypatch):
-    """Blocked steps and passes with their products and row passes on one thread, or split
-    across threads (from batch 0 on, so that small problems take the split code)."""
+@pytest.fixture
+def blocked(monkeypatch):
+    """A function that sends the compiled path's blocked steps and passes to one thread
+    ("serial") or splits them across threads ("split", from batch 0 on, so that small problems
+    take the split code)."""
     from mlp.kernels import numba_codegen
 
     monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
-    for name in ("SPLIT_FROM", "SPLIT_WORK"):
-        monkeypatch.setattr(numba_codegen, name, 0 if request.param == "split" else 10**9)
-    return request.param
+
+    def choose(how):
+        for name in ("SPLIT_FROM", "SPLIT_WORK"):
+            monkeypatch.setattr(numba_codegen, name, 0 if how == "split" else 10**9)
+    return choose
 
 
-@pytest.mark.parametrize("batch,optimizer", [(8, "sgd"), (8, "momentum"), (8, "adam"), (13, "sgd"),
-                                             (21, "momentum"), (21, "adam")])
-def test_register_blocked_steps(split, batch, optimizer):
+# Every optimizer and row tail on one thread; split, fewer (each plan compiles for seconds).
+@pytest.mark.parametrize("how,batch,optimizer", [
+    ("serial", 8, "sgd"), ("serial", 8, "momentum"), ("serial", 8, "adam"), ("serial", 13, "sgd"),
+    ("serial", 21, "momentum"), ("serial", 21, "adam"), ("split", 13, "sgd"), ("split", 21, "adam")])
+def test_register_blocked_steps(blocked, how, batch, optimizer):
     from mlp.kernels import numba_codegen
 
+    blocked(how)
     weights = sum(a * b for a, b in itertools.pairwise(BLOCKED_SIZES))
     assert numba_codegen.blocks(batch, weights) and not numba_codegen.blocks(4, weights)
     check_against_numpy("tanh", "softmax", "cross_entropy", OPTIMIZERS[optimizer], batch=batch, sizes=BLOCKED_SIZES)
 
 
-def test_register_blocked_steps_with_penalties_and_clipping(split):
+@pytest.mark.parametrize("how", ["serial", "split"])
+def test_register_blocked_steps_with_penalties_and_clipping(blocked, how):
+    blocked(how)
     check_against_numpy("relu", "sigmoid", "binary_cross_entropy", lambda: mlp.SGD(lr=0.1), batch=9,
                         sizes=BLOCKED_SIZES[:3] + (1,), l1=0.01, l2=0.02, clip_norm=0.05)
     check_against_numpy("elu", "softmax", "cross_entropy", lambda: mlp.Adam(lr=0.01), batch=10,
                         sizes=BLOCKED_SIZES, l2=0.02)
 
 
-@pytest.mark.parametrize("batch", [8, 30])
-def test_register_blocked_inference(split, batch):
+@pytest.mark.parametrize("how,batch", [("serial", 8), ("serial", 30), ("split", 30)])
+def test_register_blocked_inference(blocked, how, batch):
+    blocked(how)
     X = np.random.default_rng(1).standard_normal((batch, 3))
     outputs = [mlp.MLP(list(BLOCKED_SIZES), activation="relu", output="softmax", backend=name, dtype="float64",
                        seed=4).predict(X) for name in ("numpy", "numba")]
@@ -170,11 +179,12 @@ def test_product_against_numpy(dtype, m, depth, n):
         assert_close(C, expected, dtype, scale=10 * depth)
 
 
-def test_split_steps_are_cached_on_disk(split):
+def test_split_steps_are_cached_on_disk(blocked):
     """A step whose products run in parallel is still written to Numba's disk cache (a
     parallel function that calls get_num_threads() is not: it says so in a warning)."""
     import warnings
 
+    blocked("split")
     model = mlp.MLP([3, 20, 2], output="softmax", backend="numba", seed=0)
     model.compile(loss="cross_entropy")
     with warnings.catch_warnings(record=True) as caught:

@@ -215,6 +215,7 @@ def test_crossover_is_measured_data_and_overridable(monkeypatch):
 def test_crossover_is_looked_up_by_weight_count(monkeypatch):
     """A network takes the crossover of the measured [w, w, w, 10] net nearest in weights."""
     backend = mlp.get_backend("numba")
+    monkeypatch.setattr(backend, "crossover_by_activation", {})
     monkeypatch.setattr(backend, "crossover", {64: 100, 512: 8, 1024: 4, 4096: 0})
     monkeypatch.setattr(backend, "crossover_override", None)
     weights = {"calibration 512": 2 * 512**2 + 5120, "calibration 1024": 2 * 1024**2 + 10240,
@@ -229,12 +230,46 @@ def test_compiled_path_runs_within_its_measured_range(monkeypatch):
     at width 1024, say, BLAS GEMV at batch 1 and the compiled forward pass at 2-16."""
     backend = mlp.get_backend("numba")
     monkeypatch.setattr(backend, "crossover_override", None)
+    monkeypatch.setattr(backend, "crossover_by_activation", {})
     for name, table in (("crossover", {1024: 4}), ("crossover_from", {1024: 1}),
                         ("inference_crossover", {1024: 16}), ("inference_crossover_from", {1024: 2})):
         monkeypatch.setattr(backend, name, table)
     model = mlp.MLP([1024, 1024, 1024, 10], output="softmax", backend="numba").compile(loss="cross_entropy")
     assert [backend._fusable(model, b) for b in (1, 4, 8)] == [True, True, False]
     assert [backend._fusable(model, b, inference=True) for b in (1, 2, 16, 32)] == [False, True, True, False]
+
+
+def test_a_hidden_activation_with_its_own_tables_takes_them(monkeypatch):
+    """Nets whose hidden layers all have one measured activation take its own ranges; any
+    other (mixed, or not measured) the narrower of all."""
+    backend = mlp.get_backend("numba")
+    monkeypatch.setattr(backend, "crossover_override", None)
+    for name, table in (("crossover", {64: 8}), ("crossover_from", {64: 1}),
+                        ("inference_crossover", {64: 8}), ("inference_crossover_from", {64: 1})):
+        monkeypatch.setattr(backend, name, table)
+    monkeypatch.setattr(backend, "crossover_by_activation", {"tanh": ({64: 8}, {64: 1}, {64: 4096}, {64: 1})})
+    tanh = mlp.MLP([64, 64, 64, 10], activation="tanh", output="softmax", backend="numba")
+    relu = mlp.MLP([64, 64, 64, 10], activation="relu", output="softmax", backend="numba")
+    mixed = mlp.Sequential([mlp.Dense(64, 64, "tanh"), mlp.Dense(64, 64, "relu"), mlp.Dense(64, 10, "softmax")],
+                           backend="numba")
+    assert backend._fusable(tanh, 2048, inference=True)
+    assert not backend._fusable(relu, 2048, inference=True) and not backend._fusable(mixed, 2048, inference=True)
+    assert backend._fusable(mixed, 8, inference=True) and not backend._fusable(tanh, 16)
+
+
+def test_shipped_tables_are_those_of_their_timings():
+    """The shipped file's tables are what its own recorded timings give (one rule, in
+    mlp.kernels.numba_crossover), the narrower ones and each activation's."""
+    import json
+
+    from mlp.backends import numba as numba_backend
+    from mlp.kernels import numba_crossover
+
+    with open(numba_backend.SHIPPED_CROSSOVER) as f:
+        data = json.load(f)
+    assert numba_crossover.tables(data["timings"]) == {key: data[key] for key in numba_crossover.tables(data["timings"])}
+    for name, tables in data["by_activation"].items():
+        assert numba_crossover.tables(data["timings"], name) == tables
 
 
 def test_a_table_measured_on_this_machine_is_preferred(monkeypatch, tmp_path):

@@ -5,7 +5,9 @@ w, time one training step, and one forward pass, both ways over batch sizes 1, 2
 crossover of a width is the range from the smallest to the largest batch at which the compiled
 path is faster before it loses at two sizes in a row (so a near-tie does not end the sweep, and
 one noisy slow measurement of the other path cannot carry it past a real loss), the narrower of
-the two activations'. The two paths are timed alternately, best of ROUNDS each.
+the two activations' (networks with other hidden activations take it), and each one's own
+(`by_activation`, for networks whose hidden layers all have it). The two paths are timed
+alternately, best of ROUNDS each.
 Written to this machine's own table in the cache directory, which the Numba backend then
 prefers to the shipped one (--out mlp/kernels/numba_crossover.json replaces the shipped one).
 
@@ -115,6 +117,37 @@ def measure_crossover(widths=WIDTHS, activations=("relu", "tanh"), max_batch=819
     return train, infer, timings
 
 
+def measured_range(timings, label):
+    """(first, last) of one sweep from its recorded timings (entries "label/batch"): the
+    smallest and the largest batch at which the compiled path was faster ((0, 0) if never).
+    A sweep records up to its stop, so this is the range `sweep` returned."""
+    wins = [int(key.rsplit("/", 1)[1]) for key, t in timings.items()
+            if key.rsplit("/", 1)[0] == label and t["whole_step_s"] < t["blas_s"]]
+    return (min(wins), max(wins)) if wins else (0, 0)
+
+
+def tables(timings, activation=None) -> dict:
+    """The four tables the backend reads ({width: batch} for "by_width", "from_by_width",
+    "inference_by_width", "inference_from_by_width") from recorded timings: one activation's,
+    or (None) the narrower range of all activations measured."""
+    labels = {}
+    for key in timings:
+        label = key.rsplit("/", 1)[0]
+        *mode, name, width = label.split("/")
+        if activation in (None, name):
+            labels.setdefault((bool(mode), int(width)), []).append(label)
+    ranges = {}
+    for (inference, width), found in labels.items():
+        for label in found:
+            ranges[inference, width] = _narrower(ranges.get((inference, width)), measured_range(timings, label))
+    result = {}
+    for inference, prefix in ((False, ""), (True, "inference_")):
+        widths = sorted(w for i, w in ranges if i == inference)
+        result[f"{prefix}by_width"] = {str(w): ranges[inference, w][1] for w in widths}
+        result[f"{prefix}from_by_width"] = {str(w): ranges[inference, w][0] for w in widths}
+    return result
+
+
 def _narrower(a, b):
     if a is None:
         return b
@@ -137,6 +170,7 @@ def main(argv=None):
               "from_by_width": {str(w): first for w, (first, _) in train.items()},
               "inference_by_width": {str(w): last for w, (_, last) in infer.items()},
               "inference_from_by_width": {str(w): first for w, (first, _) in infer.items()},
+              "by_activation": {name: tables(timings, name) for name in ("relu", "tanh")},
               "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
               "command": command_line() if "numba_crossover" not in command_line() else
               "python -m mlp.kernels.numba_crossover", "timings": timings}

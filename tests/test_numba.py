@@ -161,7 +161,8 @@ def test_register_blocked_inference(blocked, how, batch):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("m,depth,n", [(1, 1, 1), (4, 3, 16), (9, 20, 37), (21, 2, 64), (70, 5, 33)])
+@pytest.mark.parametrize("m,depth,n", [(1, 1, 1), (4, 3, 16), (9, 20, 37), (21, 2, 64), (70, 5, 33), (70, 700, 33),
+                                     (3, 1000, 20)])
 def test_product_against_numpy(dtype, m, depth, n):
     """C += alpha L R in every layout a step passes: L as rows or a transposed view, C as
     rows or a transposed view (a first layer's weights, blocked along its units)."""

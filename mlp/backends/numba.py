@@ -144,10 +144,10 @@ class Backend(_NumpyBackend):
         optimizer = model.optimizer
         kind = "adam" if isinstance(optimizer, Adam) else (
             "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
+        weights = _weights(model)
         plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                                str(model.dtype), codegen.blocks(batch, _weights(model)),
-                                codegen.splits(batch, _weights(model)))
+                                str(model.dtype), codegen.blocks(batch, weights), codegen.splits(batch, weights))
         step = kernels.load(codegen.step_source(plan)).step
         work, output = codegen.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
         state = optimizer.state_arrays()
@@ -188,8 +188,8 @@ class Backend(_NumpyBackend):
 
     def _forward(self, model, batch):
         layers = codegen.dense_layers(model)
-        blocked = codegen.blocks(batch, _weights(model))
-        split = codegen.splits(batch, _weights(model))
+        weights = _weights(model)
+        blocked, split = codegen.blocks(batch, weights), codegen.splits(batch, weights)
         forward = kernels.load(codegen.forward_source(layers, str(model.dtype), blocked, split)).forward
         work, _ = codegen.workspace(layers, batch, False, model.dtype, blocked)
         return lambda X: forward(X, model.params, work)

@@ -11,14 +11,9 @@ import time
 
 from mlp.bench import machine
 from mlp.bench.networks import LR, NETWORKS, Network, synthetic_data
-from mlp.bench.timing import measure, peak_gemm_flops
+from mlp.bench.timing import SETTLE, measure, peak_gemm_flops
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048, 8192)
-# Seconds between cases: OpenBLAS's threads spin for about 2^28 cycles after a call, on the
-# cores that the next case's threads (a Numba step split across threads) need; a training
-# run takes one path and never sees it (a split step measured 1.8x slower straight after a
-# BLAS step).
-SETTLE = 0.2
 
 
 def thread_limit(threads):
@@ -104,7 +99,7 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
             keep_peak(backend.name, {"flops": flops, "n": size})
         for backend_name, network, batch, mode in cases:
             step, sync, model = backend_step(backend_name, network, batch, mode, dtype)
-            time.sleep(SETTLE)
+            time.sleep(SETTLE)  # the last case's BLAS threads asleep
             result = measure(step, sync, **timing)
             yield {"implementation": backend_name, "kind": "backend", "network": network.name,
                    "sizes": list(network.sizes), "mode": mode, "batch": batch, **result}

@@ -7,6 +7,13 @@ import time
 
 import numpy as np
 
+# Seconds to wait before timing a step that follows other code's BLAS calls: OpenBLAS's
+# threads spin for about 2^28 cycles (its THREAD_TIMEOUT) after a call, on the cores that a
+# Numba step split across threads needs. [64, 64, 64, 10] at batch 2048 measured 2.54 ms
+# straight after the BLAS path, 1.38 ms after 0.3 s; a training run takes one path and never
+# sees it.
+SETTLE = 0.2
+
 
 def measure(step, synchronize, min_repeat_time=0.05, repeats=7, warmup=3, max_calls=100_000):
     """Time `step()`. Returns seconds per call (median, q1, q3) and the first call's time."""

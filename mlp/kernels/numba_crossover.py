@@ -29,11 +29,7 @@ WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 LR = 1e-6
 ROUNDS = 5
 LOSSES = 2  # the sweep ends at this many sizes in a row where the compiled path is slower
-# Seconds to wait before timing a step split across Numba's threads after the BLAS path ran:
-# OpenBLAS's threads spin for about 2^28 cycles after a call (its THREAD_TIMEOUT), on the
-# cores Numba's threads need. [64, 64, 64, 10] at batch 2048 measured 2.54 ms straight after
-# the BLAS path, 1.38 ms after 0.3 s; a training run takes one path and never sees it.
-SETTLE = 0.2
+ACTIVATIONS = ("relu", "tanh")
 
 
 def time_path(backend, model, run, override, settle=0.0):
@@ -46,22 +42,23 @@ def time_path(backend, model, run, override, settle=0.0):
 
 
 def sweep(backend, model, run_for, label, max_batch, timings, verbose):
-    """(first, last): the smallest and the largest batch of 1, 2, 4, ... at which the compiled
-    path of `run_for(batch)` (a function of no arguments) is faster, before it is slower at
-    LOSSES sizes in a row ((0, 0) if it never is). At width 4096 BLAS GEMV wins inference at
-    batch 1, the compiled pass at 2-8 (1.3-2.1x over OpenBLAS's small-M GEMM). One
-    near-tie lost (mnist's forward pass at batch 2: 128 against 112 us, then 2.7x faster at 8)
-    does not end the sweep. The two paths are alternated, best of ROUNDS each: a slow spell
-    of this shared machine then hits both instead of deciding."""
+    """Time the compiled path of `run_for(batch)` (a function of no arguments) against the
+    BLAS path at batch 1, 2, 4, ..., into `timings` ("label/batch"), until the compiled path
+    is slower at LOSSES sizes in a row (its range: `measured_range`). At width 4096 BLAS GEMV
+    wins inference at batch 1, the compiled pass at 2-8 (1.3-2.1x over OpenBLAS's small-M
+    GEMM). One near-tie lost (mnist's forward pass at batch 2: 128 against 112 us, then 2.7x
+    faster at 8) does not end the sweep. The two paths are alternated, best of ROUNDS each: a
+    slow spell of this shared machine then hits both instead of deciding. A step split across
+    threads is timed after SETTLE seconds, the BLAS path's spinning threads asleep."""
     from mlp.backends.numba import _weights
+    from mlp.bench.timing import SETTLE
     from mlp.kernels import numba_codegen as codegen
 
-    first = last = 0
+    weights = _weights(model)
     batch, losses = 1, 0
     while batch <= max_batch and losses < LOSSES:
         run = run_for(batch)
-        weights = _weights(model)
-        settle = SETTLE if codegen.blocks(batch, weights) and codegen.splits(batch, weights) else 0.0
+        settle = SETTLE if codegen.splits(batch, weights) else 0.0
         fused = blas = float("inf")
         for _ in range(ROUNDS):
             fused = min(fused, time_path(backend, model, run, 10**9, settle))
@@ -70,24 +67,20 @@ def sweep(backend, model, run_for, label, max_batch, timings, verbose):
         if verbose:
             print(f"{label:>16} batch {batch:5d}: compiled {fused * 1e6:9.1f} us, BLAS path {blas * 1e6:9.1f} us",
                   flush=True)
-        if fused < blas:
-            first, last, losses = first or batch, batch, 0
-        else:
-            losses += 1
+        losses = 0 if fused < blas else losses + 1
         batch *= 2
-    return first, last
 
 
-def measure_crossover(widths=WIDTHS, activations=("relu", "tanh"), max_batch=8192, verbose=True):
-    """({width: (first, last)} of the training step, the same of inference, timings): the
-    range of batch sizes where the compiled path is faster, the narrower of the two
-    activations'. Inference has its own: the compiled forward pass runs on one core, the BLAS
-    path's GEMMs on all."""
+def measure_crossover(widths=WIDTHS, activations=ACTIVATIONS, max_batch=8192, verbose=True):
+    """The timings of both paths ({"[infer/]activation/width/batch": {"whole_step_s",
+    "blas_s"}}), training and inference, for nets [w, w, w, 10] of each width and activation
+    (`tables` turns them into ranges). Inference has its own: the compiled forward pass runs
+    on one core, the BLAS path's GEMMs on all."""
     import mlp
 
     backend = mlp.get_backend("numba")
     saved = backend.crossover_override
-    train, infer, timings = {}, {}, {}
+    timings = {}
     try:
         for width in widths:
             for activation in activations:
@@ -108,19 +101,18 @@ def measure_crossover(widths=WIDTHS, activations=("relu", "tanh"), max_batch=819
                     X, _ = data(batch)
                     return lambda: model._infer(X)
 
-                for table, run_for, label in ((train, step_for, f"{activation}/{width}"),
-                                              (infer, forward_for, f"infer/{activation}/{width}")):
-                    table[width] = _narrower(table.get(width), sweep(backend, model, run_for, label, max_batch,
-                                                                     timings, verbose))
+                for run_for, label in ((step_for, f"{activation}/{width}"),
+                                       (forward_for, f"infer/{activation}/{width}")):
+                    sweep(backend, model, run_for, label, max_batch, timings, verbose)
     finally:
         backend.crossover_override = saved
-    return train, infer, timings
+    return timings
 
 
 def measured_range(timings, label):
     """(first, last) of one sweep from its recorded timings (entries "label/batch"): the
     smallest and the largest batch at which the compiled path was faster ((0, 0) if never).
-    A sweep records up to its stop, so this is the range `sweep` returned."""
+    A sweep records up to its stop (LOSSES sizes lost in a row), so no later win counts."""
     wins = [int(key.rsplit("/", 1)[1]) for key, t in timings.items()
             if key.rsplit("/", 1)[0] == label and t["whole_step_s"] < t["blas_s"]]
     return (min(wins), max(wins)) if wins else (0, 0)
@@ -165,12 +157,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.out = args.out or own_crossover_file()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    train, infer, timings = measure_crossover()
-    result = {"by_width": {str(w): last for w, (_, last) in train.items()},
-              "from_by_width": {str(w): first for w, (first, _) in train.items()},
-              "inference_by_width": {str(w): last for w, (_, last) in infer.items()},
-              "inference_from_by_width": {str(w): first for w, (first, _) in infer.items()},
-              "by_activation": {name: tables(timings, name) for name in ("relu", "tanh")},
+    timings = measure_crossover()
+    result = {**tables(timings), "by_activation": {name: tables(timings, name) for name in ACTIVATIONS},
               "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
               "command": command_line() if "numba_crossover" not in command_line() else
               "python -m mlp.kernels.numba_crossover", "timings": timings}
@@ -178,8 +166,7 @@ def main(argv=None):
     with open(partial, "w") as f:
         json.dump(result, f, indent=1)
     os.replace(partial, args.out)  # atomic: a backend starting meanwhile reads the old table or the new
-    print(f"crossover by width: training {train}, inference {infer}; wrote {args.out}")
-
+    print(f"wrote {args.out}: " + "; ".join(f"{key} {result[key]}" for key in tables({})))
 
 if __name__ == "__main__":
     main()

@@ -195,6 +195,46 @@ def test_split_steps_are_cached_on_disk(blocked):
     assert not [w for w in caught if "Cannot cache" in str(w.message)]
 
 
+THREADED_TRAINING = """
+import sys, threading
+import numpy as np
+import mlp
+from mlp.kernels import numba_codegen
+numba_codegen.SPLIT_FROM = numba_codegen.SPLIT_WORK = 0  # every blocked step split across threads
+mlp.get_backend("numba").crossover_override = 10**9
+X = np.random.default_rng(0).standard_normal((12, 3))
+y = [0, 1] * 6
+
+def train(backend, results, index):
+    model = mlp.MLP([3, 20, 2], output="softmax", backend=backend, seed=0)
+    model.compile(loss="cross_entropy")
+    for _ in range(30):
+        model.train_step(X, y)
+    wide = mlp.MLP([6, 260, 257, 3], activation="tanh", output="softmax", backend=backend, dtype="float64", seed=4)
+    results[index] = (model.backend.to_numpy(model.params), wide.predict(np.ones((6, 6))))
+
+results = [None] * 3
+train("numpy", results, 2)
+threads = [threading.Thread(target=train, args=("numba", results, i)) for i in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+import numba
+for params, outputs in results[:2]:
+    assert np.allclose(params, results[2][0]) and np.allclose(outputs, results[2][1])
+print(numba.threading_layer())
+"""
+
+
+def test_two_threads_can_train_with_the_workqueue_threading_layer():
+    """Numba's fallback threading layer (no OpenMP, no TBB) aborts the process when two
+    Python threads run parallel code at once; the backend calls such code one at a time."""
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run([sys.executable, "-c", THREADED_TRAINING], env=env, capture_output=True, text=True, check=False,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "workqueue"
+
+
 def test_dropout_uses_the_per_layer_path():
     model = mlp.MLP([4, 8, 2], output="softmax", dropout=0.5, backend="numba", seed=0)
     model.compile(loss="cross_entropy")

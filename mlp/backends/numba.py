@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -71,6 +72,21 @@ def _table(data, key, activation=None):
 
 def _weights(model) -> int:
     return sum(layer.n_in * layer.n_out for layer in model.dense_layers)
+
+
+# Numba's threading layer where neither OpenMP nor TBB is installed, "workqueue", aborts the
+# process when two Python threads run parallel code at once (two models trained in threads
+# did). Compiled calls that run on Numba's threads take this lock: each already has every
+# core, so one at a time costs nothing, whichever layer runs them.
+_THREADED_CALLS = threading.Lock()
+
+
+def _one_at_a_time(function):
+    """`function` (a compiled call that runs on Numba's threads) called under the lock."""
+    def call(*args):
+        with _THREADED_CALLS:
+            return function(*args)
+    return call
 
 
 class Backend(_NumpyBackend):
@@ -149,6 +165,8 @@ class Backend(_NumpyBackend):
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
                                 str(model.dtype), codegen.blocks(batch, weights), codegen.splits(batch, weights))
         step = kernels.load(codegen.step_source(plan)).step
+        if plan.split:
+            step = _one_at_a_time(step)
         work, output = codegen.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
         state = optimizer.state_arrays()
         arrays = {"params": model.params, "grads": model.grads, "s1": state.get("m", state.get("velocity")),
@@ -191,6 +209,8 @@ class Backend(_NumpyBackend):
         weights = _weights(model)
         blocked, split = codegen.blocks(batch, weights), codegen.splits(batch, weights)
         forward = kernels.load(codegen.forward_source(layers, str(model.dtype), blocked, split)).forward
+        if codegen.forward_is_parallel(layers, split):
+            forward = _one_at_a_time(forward)
         work, _ = codegen.workspace(layers, batch, False, model.dtype, blocked)
         return lambda X: forward(X, model.params, work)
 

@@ -454,13 +454,19 @@ def _softmax_rows(number, n_out, indent="    ", rows="range(n)"):
     ]
 
 
+def forward_is_parallel(layers, split=False) -> bool:
+    """Whether the compiled forward pass of `layers` runs on Numba's threads (a large layer's
+    units, or the split products and rows of a `split` pass)."""
+    return split or any(_parallel(layer) for layer in layers)
+
+
 def forward_source(layers, dtype="float64", blocked=False, split=False) -> str:
     """`forward(X, params, work) -> AL`: inference, no Python per layer (`work`: see
     `workspace`; `blocked` and `split` as in StepPlan)."""
     L = len(layers)
     parallel = any(_parallel(layer) for layer in layers)
     lines = [HEADER, _function_table(layers, None, dtype), _product_import(split), "",
-             "@_jit_parallel" if parallel or split else "@_jit",
+             "@_jit_parallel" if forward_is_parallel(layers, split) else "@_jit",
              "def forward(X, params, work):", "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}", "    one = 1.0", *_to_real(["one"], dtype)]
     lines += _workspace_views(layers, "A", blocked) + _views(layers)

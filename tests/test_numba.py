@@ -229,8 +229,8 @@ def test_two_threads_can_train_with_the_workqueue_threading_layer():
     """Numba's fallback threading layer (no OpenMP, no TBB) aborts the process when two
     Python threads run parallel code at once; the backend calls such code one at a time."""
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
-    done = subprocess.run([sys.executable, "-c", THREADED_TRAINING], env=env, capture_output=True, text=True, check=False,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", THREADED_TRAINING], env=env, capture_output=True, text=True,
+                          check=False, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "workqueue"
 

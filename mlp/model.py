@@ -384,6 +384,28 @@ class Sequential:
         X, Y = self._device_data(X, y, self.loss.name)
         return self._train_batch(X, Y)[0]
 
+    def warmup(self, *batch_sizes) -> float:
+        """Compile, ahead of time, what the first training step (once compiled with a loss) and
+        the first inference pass at each batch size would (default: fit's 32), without touching
+        this model's weights or optimizer state: a copy runs them on zeros. Numba compiles per
+        architecture and batch-size range (seconds, then cached on disk), CuPy per kernel.
+        Returns the seconds it took."""
+        sizes = batch_sizes or (32,)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+            raise ValueError(f"batch sizes must be positive integers; got {sizes!r}")
+        start = time.perf_counter()
+        twin = self.clone()
+        if self.loss is not None:
+            twin.compile(loss=self.loss, optimizer=self.optimizer.config(), l1=self.l1, l2=self.l2,
+                         clip_norm=self.clip_norm, metrics=[])
+        for n in sizes:
+            X = twin.backend.zeros((n, self.n_in), self.dtype)
+            if self.loss is not None:
+                twin._train_batch(X, twin.backend.zeros((n, self.n_out), self.dtype))
+            twin._infer(X)
+        self.backend.synchronize()
+        return time.perf_counter() - start
+
     def evaluate(self, X, y, batch_size=PREDICT_BATCH):
         """{'loss': ..., metric: ...} over the whole set (penalties included in the loss)."""
         self._require_compiled()

@@ -235,6 +235,37 @@ def test_two_threads_can_train_with_the_workqueue_threading_layer():
     assert done.stdout.split()[-1] == "workqueue"
 
 
+def _compiled_signatures():
+    from mlp.kernels import numba_cpu
+
+    return sum(len(value.signatures) for module in list(numba_cpu._modules.values())
+               for value in vars(module).values() if hasattr(value, "signatures"))
+
+
+@pytest.mark.parametrize("crossover", [10**9, 0], ids=["whole-step", "blas"])
+def test_warmup_compiles_what_the_first_steps_would(monkeypatch, crossover):
+    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", crossover)
+    X = np.random.default_rng(0).standard_normal((6, 5))
+    y = [0, 1, 2] * 2
+
+    def model(slope):  # a slope no other test uses: kernels of their own (a step, or element-wise passes)
+        built = mlp.MLP([5, 12, 3], activation={"name": "leaky_relu", "slope": slope}, output="softmax",
+                        backend="numba", dtype="float32", seed=0)
+        return built.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=0.1, momentum=0.5), l1=0.01)
+
+    cold = model(0.13)
+    before = _compiled_signatures()
+    cold.train_step(X, y)
+    cold.predict(X)
+    assert _compiled_signatures() > before  # without warmup, the first steps compile
+    warm = model(0.17)
+    warm.warmup(6)
+    before = _compiled_signatures()
+    warm.train_step(X, y)
+    warm.predict(X)
+    assert _compiled_signatures() == before
+
+
 def test_dropout_uses_the_per_layer_path():
     model = mlp.MLP([4, 8, 2], output="softmax", dropout=0.5, backend="numba", seed=0)
     model.compile(loss="cross_entropy")

@@ -209,6 +209,29 @@ def test_seed_makes_training_reproducible():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_warmup_leaves_weights_and_optimizer_state_alone(backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X, y = mlp.datasets.moons(n=40, seed=0)
+    runs = []
+    for warm in (False, True):
+        model = mlp.MLP([2, 8, 2], output="softmax", dropout=0.2, seed=42, backend=backend)
+        model.compile(loss="cross_entropy", optimizer="adam", l2=0.01)
+        if warm:
+            assert model.warmup(8, 3) >= 0
+            assert model.optimizer.step == 0 and not model.optimizer.m.any()
+        model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+        runs.append(model.params.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    with pytest.raises(ValueError, match="positive integers"):
+        model.warmup(0)
+    uncompiled = mlp.MLP([2, 8, 2], output="softmax", backend=backend)
+    before = uncompiled.params.copy()
+    uncompiled.warmup()  # inference only
+    np.testing.assert_array_equal(uncompiled.params, before)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
 def test_nan_loss_stops_training_with_clear_error():
     X = np.array([[1e3, -1e3]] * 8)

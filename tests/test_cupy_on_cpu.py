@@ -111,3 +111,17 @@ def test_a_graph_capture_that_fails_warns_once_and_trains_uncaptured(backend_nam
         results.append((model.backend.to_numpy(model.params), model.optimizer.step))
     assert results[1][1] == results[0][1] == 12
     assert_close(results[1][0], results[0][0], "float64", scale=10)
+
+
+def test_warmup_leaves_weights_and_optimizer_state_alone(backend_name, rng):
+    X, y = _xy(rng)
+    runs = []
+    for warm in (False, True):
+        model = mlp.MLP([6, 16, 4], activation="relu", output="softmax", dropout=0.1, backend=backend_name, seed=1)
+        model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+        if warm:
+            model.warmup(16, 5)
+            assert model.optimizer.step == 0
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+        runs.append(model.backend.to_numpy(model.params))
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -235,6 +235,31 @@ def test_two_threads_can_train_with_the_workqueue_threading_layer():
     assert done.stdout.split()[-1] == "workqueue"
 
 
+def test_generated_modules_load_from_many_threads_at_once(monkeypatch, tmp_path):
+    """Threads of one process that need the same new kernel at once (two models starting to train
+    on a cold cache) get one module, and none fails writing its file."""
+    import threading
+
+    from mlp.kernels import numba_cpu
+
+    def load(source, start, loaded, failed):
+        start.wait()
+        try:
+            loaded.append(numba_cpu.load(source))
+        except Exception as error:  # noqa: BLE001  (what a thread raised is the finding)
+            failed.append(error)
+
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path))
+    for attempt in range(20):
+        source = f"VALUE = {attempt}  # test_generated_modules_load_from_many_threads_at_once {tmp_path}\n"
+        loaded, failed = [], []
+        arguments = (source, threading.Barrier(4), loaded, failed)
+        threads = [threading.Thread(target=load, args=arguments) for _ in range(4)]
+        [thread.start() for thread in threads]
+        [thread.join() for thread in threads]
+        assert not failed and len({id(module) for module in loaded}) == 1 and loaded[0].VALUE == attempt
+
+
 def _compiled_signatures():
     from mlp.kernels import numba_cpu
 

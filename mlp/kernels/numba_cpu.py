@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import threading
 
 from numba import njit
 from numba.core import config
@@ -26,14 +27,21 @@ def cache_dir() -> str:
 
 
 _modules = {}
+_loading = threading.RLock()  # reentrant: a step's module loads the products' module as it imports
 
 
 def load(source: str):
     """Import generated source as a module from a file named by its hash, so Numba's
     cache=True finds the compiled code again in later processes."""
     digest = hashlib.sha1(source.encode()).hexdigest()[:16]
-    if digest in _modules:
-        return _modules[digest]
+    module = _modules.get(digest)
+    if module is not None:
+        return module
+    with _loading:  # threads of one process: one writes the file (its temporary name is per process)
+        return _modules.get(digest) or _import(source, digest)
+
+
+def _import(source, digest):
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"mlp_generated_{digest}.py")

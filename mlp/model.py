@@ -129,11 +129,7 @@ class Sequential:
         n = self.n_params
         self.params = self.backend.zeros(n, self.dtype)
         self.grads = self.backend.zeros(n, self.dtype)
-        offset = 0
-        for layer in self.dense_layers:
-            end = offset + layer.n_params
-            layer.bind(self.params[offset:end], self.grads[offset:end])
-            offset = end
+        self._bind_layers()
         init_rng = np.random.default_rng(init_seed)
         for layer in self.dense_layers:  # drawn on the host in float64: equal on every backend
             W = initializers.initial_weights(layer.init, init_rng, layer.n_in, layer.n_out)
@@ -144,6 +140,24 @@ class Sequential:
         self.clip_norm = None
         self.metrics = []
         self._kernel_cache = {}  # a backend's compiled whole steps for this model
+
+    def _bind_layers(self):
+        """Point each Dense layer's W, b, dW, db at its slices of the flat buffers."""
+        offset = 0
+        for layer in self.dense_layers:
+            end = offset + layer.n_params
+            layer.bind(self.params[offset:end], self.grads[offset:end])
+            offset = end
+
+    def __getstate__(self):
+        """Pickled without the compiled steps (rebuilt on first use)."""
+        return {**self.__dict__, "_kernel_cache": {}}
+
+    def __setstate__(self, state):
+        # Pickle copies views: the layers' W and b arrive as arrays of their own, which
+        # training would never update. They are views of the flat buffers again.
+        self.__dict__.update(state)
+        self._bind_layers()
 
     # --- description --------------------------------------------------------------
     @property
@@ -351,7 +365,7 @@ class Sequential:
         """Output activations of a device batch, without dropout."""
         fused = self.backend.fused_forward(self, X.shape[0])
         if fused is not None:
-            return fused(X).copy()  # the compiled pass reuses its output buffer
+            return fused(X).copy()  # the compiled pass reuses its output buffer (one per thread)
         return self._forward(X, False)[0][-1]
 
     def forward(self, X, training=False):

@@ -83,7 +83,8 @@ class Backend:
     # --- dense layer --------------------------------------------------------------
     def buffer(self, owner, role, shape, dtype):
         """Where to write an intermediate result that dies within the step (`out=`), or None
-        for a fresh array. A backend may keep such buffers between steps."""
+        for a fresh array. A backend may keep such buffers between steps, one per thread:
+        threads may run passes of one model at once (predictions in a threaded server)."""
         return None
 
     def linear(self, X, W, b):
@@ -188,6 +189,13 @@ class Backend:
         bias1 = 1 - beta1 ** step
         bias2 = 1 - beta2 ** step
         params -= (lr / bias1) * (m / (self.xp.sqrt(v) / np.sqrt(bias2) + eps))
+
+    def __reduce__(self):
+        """Pickled by name: unpickling gives that process's own instance of the backend, not a
+        copy of this one's scratch buffers and compiled kernels."""
+        from mlp.backends import get_backend
+
+        return get_backend, (self.name,)
 
     def __repr__(self):
         return f"<mlp backend {self.name!r}>"

@@ -197,7 +197,8 @@ class Backend(_NumpyBackend):
         own measured crossover: the compiled forward pass runs on one core, the BLAS path's
         GEMMs on all (tiny, 2-64-64-1: the compiled pass 1.32x at batch 128, 0.85x at 512,
         where the compiled step still trains 1.48x faster)."""
-        key = ("forward", batch, self.crossover_override)
+        # one per thread: a pass writes into its workspace, and threads may predict at once
+        key = ("forward", batch, self.crossover_override, threading.get_ident())
         cache = model._kernel_cache
         if key not in cache:
             fusable = self._fusable(model, batch, inference=True)

@@ -10,6 +10,7 @@ Two things differ from the base class:
   one GEMM that adds into W (mlp.backends._blas), where no gradient is written and read back.
 """
 import math
+import threading
 
 import numpy as np
 
@@ -28,11 +29,12 @@ class Backend(_Base):
     SMALL = 1 << 16  # bytes: below this a fresh array is cheaper than the bookkeeping
 
     def buffer(self, owner, role, shape, dtype):
-        """A reusable array for `owner`'s `role` (one per owner and role: the latest shape);
+        """A reusable array for `owner`'s `role` (one per owner, role and thread: the latest
+        shape; threads predicting with one model at once must not write into each other's);
         None (a fresh array) for small ones."""
         if math.prod(shape) * np.dtype(dtype).itemsize < self.SMALL:
             return None
-        key = (id(owner), role)
+        key = (id(owner), role, threading.get_ident())
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
             buffer = self._buffers[key] = np.empty(shape, dtype)

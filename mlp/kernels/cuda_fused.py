@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from functools import partial
 
 from mlp import activations
@@ -125,7 +126,7 @@ def measured_limit(device_name: str):
 def forward_for(backend, model, batch):
     """For the CuPy backend: a function X -> output using the fused kernel, or None for the
     cuBLAS path (not eligible, not measured faster, or MLP_CUDA_FUSED=0)."""
-    key = ("cuda_fused_forward", batch)
+    key = ("cuda_fused_forward", batch, threading.get_ident())  # its output buffer: one per thread
     cache = model._kernel_cache
     if key in cache:
         return cache[key]

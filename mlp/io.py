@@ -22,14 +22,16 @@ FORMAT = "mlp-model"
 VERSION = 1
 
 
-def atomic_write_npz(path, arrays: dict):
-    """Write an .npz to `path` atomically: temporary file in the same folder, fsync, rename."""
+def atomic_write(path, write):
+    """Write `path` atomically: `write(f)` into a temporary binary file in the same folder (a
+    name of its own: concurrent writers never share one), fsync, rename over `path`. Readers
+    see the old file or the new, never half of one."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -37,6 +39,11 @@ def atomic_write_npz(path, arrays: dict):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_npz(path, arrays: dict):
+    """Write an .npz to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _digest(params: np.ndarray) -> str:

@@ -13,6 +13,7 @@ from numba import njit
 from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
+from mlp.io import atomic_write
 from mlp.kernels import rules
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
@@ -37,7 +38,7 @@ def load(source: str):
     module = _modules.get(digest)
     if module is not None:
         return module
-    with _loading:  # threads of one process: one writes the file (its temporary name is per process)
+    with _loading:  # threads of one process: one imports (and compiles) each module
         return _modules.get(digest) or _import(source, digest)
 
 
@@ -45,11 +46,8 @@ def _import(source, digest):
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"mlp_generated_{digest}.py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(source)
-        os.replace(tmp, path)  # atomic: concurrent processes never import half a file
+    if not os.path.exists(path):  # atomic: concurrent processes never import half a file
+        atomic_write(path, lambda f: f.write(source.encode()))
     name = f"mlp_generated_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from mlp.io import atomic_write
+
 WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 # Small enough that repeating one batch leaves the network where it started: at lr 0.01 one
 # step took a 4096-wide ReLU net's softmax outputs below FLT_MIN, and every later step ran on
@@ -162,10 +164,8 @@ def main(argv=None):
               "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
               "command": command_line() if "numba_crossover" not in command_line() else
               "python -m mlp.kernels.numba_crossover", "timings": timings}
-    partial = f"{args.out}.{os.getpid()}.tmp"
-    with open(partial, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(partial, args.out)  # atomic: a backend starting meanwhile reads the old table or the new
+    # atomic: a backend starting meanwhile reads the old table or the new
+    atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1).encode()))
     print(f"wrote {args.out}: " + "; ".join(f"{key} {result[key]}" for key in tables({})))
 
 if __name__ == "__main__":

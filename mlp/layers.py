@@ -8,12 +8,7 @@ from __future__ import annotations
 import numbers
 
 from mlp import activations, initializers
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
+from mlp.validation import positive_int
 
 
 class Layer:
@@ -31,8 +26,8 @@ class Dense(Layer):
     """
 
     def __init__(self, n_in, n_out, activation="identity", init=None):
-        self.n_in = _positive_int(n_in, "n_in")
-        self.n_out = _positive_int(n_out, "n_out")
+        self.n_in = positive_int(n_in, "n_in")
+        self.n_out = positive_int(n_out, "n_out")
         self.activation = activations.get(activation)
         self.init = initializers.resolve(init or initializers.default_for(self.activation.name))
         self.W = self.b = self.dW = self.db = None  # views, bound by the model

@@ -404,9 +404,7 @@ class Sequential:
         this model's weights or optimizer state: a copy runs them on zeros. Numba compiles per
         architecture and batch-size range (seconds, then cached on disk), CuPy per kernel.
         Returns the seconds it took."""
-        sizes = batch_sizes or (32,)
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
-            raise ValueError(f"batch sizes must be positive integers; got {sizes!r}")
+        sizes = [validation.positive_int(n, "batch size") for n in batch_sizes or (32,)]
         start = time.perf_counter()
         twin = self.clone()
         if self.loss is not None:

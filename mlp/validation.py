@@ -2,6 +2,8 @@
 Every error names what was wrong and how to fix it."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -77,6 +79,13 @@ def one_hot_of(labels, n_classes, dtype):
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
+
+
+def positive_int(value, name):
+    """`value` as an int, or a ValueError naming `name` (bools are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
 
 
 def batch_size(value, n_samples):

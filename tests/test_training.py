@@ -224,7 +224,7 @@ def test_warmup_leaves_weights_and_optimizer_state_alone(backend):
         model.fit(X, y, epochs=2, batch_size=8, verbose=0)
         runs.append(model.params.copy())
     np.testing.assert_array_equal(runs[0], runs[1])
-    with pytest.raises(ValueError, match="positive integers"):
+    with pytest.raises(ValueError, match="batch size must be a positive integer; got 0"):
         model.warmup(0)
     uncompiled = mlp.MLP([2, 8, 2], output="softmax", backend=backend)
     before = uncompiled.params.copy()

@@ -34,7 +34,7 @@ import numpy as np
 from mlp import config
 from mlp.errors import MLPError
 
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = config.DEFAULT_COLLECTIVE_TIMEOUT
 
 
 class DistributedError(MLPError, RuntimeError):
@@ -63,11 +63,8 @@ def local_rank() -> int:
 
 
 def timeout_seconds() -> float:
-    value = os.environ.get("MLP_COLLECTIVE_TIMEOUT", "").strip()
-    try:
-        return float(value) if value else DEFAULT_TIMEOUT
-    except ValueError:
-        raise ValueError(f"MLP_COLLECTIVE_TIMEOUT must be a number of seconds; got {value!r}") from None
+    """MLP_COLLECTIVE_TIMEOUT (see mlp.config.collective_timeout)."""
+    return config.collective_timeout()
 
 
 def mpiexec_path():

@@ -19,3 +19,8 @@ class ModelFileError(MLPError, ValueError):
 
 class DeviceMemoryError(MLPError, MemoryError):
     """The device (or the host) ran out of memory; the message names the batch size."""
+
+
+class ConfigurationError(MLPError, ValueError):
+    """An environment variable (MLP_BACKEND, MLP_DTYPE, ...) has a value it does not accept;
+    the message names the variable and what it accepts."""

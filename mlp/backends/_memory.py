@@ -9,8 +9,9 @@ every step. Raising the mmap and trim thresholds keeps that memory for reuse. Me
 PyTorch's caching allocator also does. MLP_KEEP_FREED_MEMORY=0 turns this off.
 """
 import ctypes
-import os
 import sys
+
+from mlp import config
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -23,7 +24,7 @@ _done = False
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds once per process. True when they were set."""
     global _done
-    if _done or os.environ.get("MLP_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if _done or not config.keep_freed_memory() or not sys.platform.startswith("linux"):
         return False
     _done = True
     try:

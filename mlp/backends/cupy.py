@@ -29,7 +29,7 @@ import numpy as np
 from mlp import config
 from mlp.backends._base import Backend as _Base
 from mlp.backends._base import require
-from mlp.errors import BackendUnavailableError, DeviceMemoryError
+from mlp.errors import BackendUnavailableError, ConfigurationError, DeviceMemoryError
 
 if config.flag("MLP_TF32", False):
     os.environ.setdefault("CUPY_TF32", "1")  # CuPy reads it once, at import
@@ -54,17 +54,17 @@ def find_device():
         raise BackendUnavailableError(
             f"No CUDA device was found ({reason}). The 'cupy' backend needs an NVIDIA GPU and its "
             "driver; on this machine use MLP_BACKEND=numpy or MLP_BACKEND=numba.")
-    wanted = os.environ.get("MLP_DEVICE", "").strip()
-    if not wanted:
+    wanted = config.device()
+    if wanted is None:
         from mlp import distributed
 
         if distributed.requested():  # one GPU per rank on each machine
             return distributed.local_rank() % count
         return cupy.cuda.runtime.getDevice()
-    if not wanted.isdigit() or int(wanted) >= count:
-        raise ValueError(f"MLP_DEVICE={wanted!r}: this machine has {count} CUDA device(s), "
-                         f"numbered 0 to {count - 1}")
-    return int(wanted)
+    if wanted >= count:
+        raise ConfigurationError(f"MLP_DEVICE={wanted}: this machine has {count} CUDA device(s), "
+                                 f"numbered 0 to {count - 1}")
+    return wanted
 
 
 class _CounterRNG:

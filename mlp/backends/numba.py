@@ -23,6 +23,7 @@ import threading
 
 import numpy as np
 
+from mlp import config
 from mlp.backends._base import require
 from mlp.backends.numpy import Backend as _NumpyBackend
 
@@ -108,8 +109,7 @@ class Backend(_NumpyBackend):
             self.crossover_by_activation[name] = tuple(
                 _table(data, key, name) for key in ("by_width", "from_by_width", "inference_by_width",
                                                     "inference_from_by_width"))
-        override = os.environ.get("MLP_NUMBA_CROSSOVER")
-        self.crossover_override = int(override) if override else None
+        self.crossover_override = config.numba_crossover()
         self._generated = {}
 
     # --- which path -----------------------------------------------------------------

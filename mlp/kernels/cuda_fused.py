@@ -17,7 +17,7 @@ import os
 import threading
 from functools import partial
 
-from mlp import activations
+from mlp import activations, config
 from mlp.kernels.numba_codegen import dense_layers
 from mlp.kernels.translate import to_python
 
@@ -132,10 +132,10 @@ def forward_for(backend, model, batch):
         return cache[key]
     cache[key] = None
     layers = model_layers(model)
-    forced = os.environ.get("MLP_CUDA_FUSED", "").strip()
-    if layers is None or not eligible(layers) or forced == "0":
+    forced = config.cuda_fused()
+    if layers is None or not eligible(layers) or forced is False:
         return None
-    if forced != "1":
+    if forced is None:
         import cupy
 
         name = cupy.cuda.runtime.getDeviceProperties(backend.device_id)["name"].decode()

@@ -21,6 +21,7 @@ import numpy as np
 
 from mlp import config, initializers, losses, metrics as metrics_mod, optimizers, progress
 from mlp import distributed as distributed_mod
+from mlp import preprocessing as preprocessing_mod
 from mlp import schedules, validation
 from mlp.backends import get_backend
 from mlp.errors import DeviceMemoryError, TrainingDivergedError
@@ -139,6 +140,7 @@ class Sequential:
         self.l1 = self.l2 = 0.0
         self.clip_norm = None
         self.metrics = []
+        self._preprocessing = None
         self._kernel_cache = {}  # a backend's compiled whole steps for this model
 
     def _bind_layers(self):
@@ -157,6 +159,7 @@ class Sequential:
         # Pickle copies views: the layers' W and b arrive as arrays of their own, which
         # training would never update. They are views of the flat buffers again.
         self.__dict__.update(state)
+        self.__dict__.setdefault("_preprocessing", None)  # pickled before models carried it
         self._bind_layers()
 
     # --- description --------------------------------------------------------------
@@ -176,7 +179,21 @@ class Sequential:
         return self.n_params
 
     def config(self):
-        return {"layers": [layer.config() for layer in self.layers], "dtype": str(self.dtype)}
+        out = {"layers": [layer.config() for layer in self.layers], "dtype": str(self.dtype)}
+        if self.preprocessing is not None:
+            out["preprocessing"] = self.preprocessing.config()
+        return out
+
+    @property
+    def preprocessing(self):
+        """What the model does to data at its edges (mlp.preprocessing.Preprocessing, or None):
+        X is scaled as in training wherever it enters, targets may be given as the original
+        class labels, and `predict_classes` returns them. Saved with the model."""
+        return self._preprocessing
+
+    @preprocessing.setter
+    def preprocessing(self, value):
+        self._preprocessing = preprocessing_mod.checked_for(value, self.n_in, self.n_out)
 
     def summary(self) -> str:
         lines = [f"Sequential on {self.backend.name} ({self.dtype})"]
@@ -193,6 +210,7 @@ class Sequential:
         model = Sequential([from_config(c) for c in self.config()["layers"]],
                            backend=backend or self.backend, dtype=dtype or self.dtype, seed=self.seed)
         model.params[...] = model.backend.asarray(self.backend.to_numpy(self.params), model.dtype)
+        model.preprocessing = self.preprocessing
         return model
 
     # --- weights ------------------------------------------------------------------
@@ -356,9 +374,22 @@ class Sequential:
         return self._layerwise_step(X, Y)
 
     # --- public steps ---------------------------------------------------------------
+    def _inputs(self, X):
+        """X checked, scaled by the model's preprocessing if any, as a (batch, n_in) host array."""
+        if self._preprocessing is not None:
+            X = self._preprocessing.transform_inputs(X, self.n_in)
+        return validation.inputs(X, self.n_in, self.dtype)
+
+    def _targets(self, y, loss_name, n_samples):
+        """y checked as a (batch, n_out) host array; class labels mapped to units if the
+        model's preprocessing has classes."""
+        if self._preprocessing is not None:
+            y = self._preprocessing.encode_targets(y, self.n_out)
+        return validation.targets(y, self.n_out, loss_name, n_samples, self.dtype)
+
     def _device_data(self, X, y, loss_name):
-        X = validation.inputs(X, self.n_in, self.dtype)
-        Y = validation.targets(y, self.n_out, loss_name, X.shape[0], self.dtype)
+        X = self._inputs(X)
+        Y = self._targets(y, loss_name, X.shape[0])
         return self.backend.asarray(X), self.backend.asarray(Y)
 
     def _infer(self, X):
@@ -370,15 +401,25 @@ class Sequential:
 
     def forward(self, X, training=False):
         """Output activations (batch, n_out) as a backend array."""
-        X = self.backend.asarray(validation.inputs(X, self.n_in, self.dtype))
+        X = self.backend.asarray(self._inputs(X))
         return self._forward(X, True)[0][-1] if training else self._infer(X)
 
     def predict(self, X, batch_size=PREDICT_BATCH):
         """Output activations as a NumPy array, computed in batches of `batch_size`."""
-        X = validation.inputs(X, self.n_in, self.dtype)
+        X = self._inputs(X)
         chunks = [self.backend.to_numpy(self._infer(self.backend.asarray(X[i:i + batch_size])))
                   for i in range(0, X.shape[0], batch_size)]
         return np.concatenate(chunks)
+
+    def predict_classes(self, X, batch_size=PREDICT_BATCH):
+        """The predicted class of each sample (batch,): the most probable output unit (one
+        sigmoid unit: above 0.5), as the original label when the model carries its classes
+        (mlp train, the scikit-learn estimators), else as a unit index."""
+        classes = self._preprocessing is not None and self._preprocessing.classes is not None
+        if not classes and self.dense_layers[-1].activation.name not in ("softmax", "sigmoid"):
+            raise ValueError("predict_classes needs a classifier: a softmax or sigmoid output, or classes "
+                             "in model.preprocessing; this model's outputs are not class probabilities")
+        return preprocessing_mod.predicted_classes(self.predict(X, batch_size), self._preprocessing)
 
     def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False):
         """(loss: float, [(dW, db), ...] as NumPy arrays), by the hand-derived backward pass.
@@ -468,8 +509,8 @@ class Sequential:
         self._require_compiled()
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
-        X = validation.inputs(X, self.n_in, self.dtype)
-        Y = validation.targets(y, self.n_out, self.loss.name, X.shape[0], self.dtype)
+        X = self._inputs(X)
+        Y = self._targets(y, self.loss.name, X.shape[0])
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
         parallel = None
@@ -582,8 +623,8 @@ class Sequential:
                 X_val, y_val = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            X_val = validation.inputs(X_val, self.n_in, self.dtype)
-            return X, Y, X_val, validation.targets(y_val, self.n_out, self.loss.name, X_val.shape[0], self.dtype)
+            X_val = self._inputs(X_val)
+            return X, Y, X_val, self._targets(y_val, self.loss.name, X_val.shape[0])
         if not validation_split:
             return X, Y, None, None
         if not 0.0 < validation_split < 1.0:

@@ -16,6 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from mlp.validation import number
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -156,16 +158,15 @@ def softmax_backward(a, da):
 
 # --- the table -------------------------------------------------------------------
 
+# The derivatives read the output A, which tells the sign of Z only for slope >= 0 and alpha > 0.
 def _leaky_relu(slope=0.01):
-    if not 0 <= slope < 1:
-        raise ValueError(f"leaky_relu slope must be in [0, 1); got {slope}")
-    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": float(slope)})
+    slope = number(slope, "leaky_relu slope", low=0.0, high=1.0, high_open=True)
+    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": slope})
 
 
 def _elu(alpha=1.0):
-    if not alpha > 0:
-        raise ValueError(f"elu alpha must be positive; got {alpha}")
-    return Activation("elu", elu, elu_backward, params={"alpha": float(alpha)})
+    alpha = number(alpha, "elu alpha", low=0.0, low_open=True)
+    return Activation("elu", elu, elu_backward, params={"alpha": alpha})
 
 
 ACTIVATIONS = {
@@ -189,8 +190,10 @@ def get(spec, **params) -> Activation:
     if isinstance(spec, Activation):
         return spec if not params else ACTIVATIONS[spec.name](**{**spec.params, **params})
     if isinstance(spec, dict):
-        spec = dict(spec)
         params = {**spec, **params}
+        if "name" not in params:
+            raise ValueError(f"an activation given as a dict needs its 'name', e.g. "
+                             f"{{'name': 'elu', 'alpha': 1.0}}; got {spec!r}")
         spec = params.pop("name")
     if not isinstance(spec, str):
         raise TypeError(f"activation must be a name or an Activation; got {type(spec).__name__}")

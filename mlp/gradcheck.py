@@ -1,9 +1,12 @@
 """Finite-difference check of the hand-derived backward pass, in float64."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from mlp import validation
 
 
 @dataclass
@@ -13,7 +16,9 @@ class GradcheckResult:
 
     @property
     def max_error(self) -> float:
-        return max(self.errors.values())
+        """The worst error (NaN when any is NaN: Python's max would drop it by position)."""
+        values = list(self.errors.values())
+        return math.nan if any(math.isnan(v) for v in values) else max(values)
 
     def ok(self, tol=1e-6) -> bool:
         return self.max_error <= tol
@@ -31,7 +36,13 @@ def gradcheck(model, X, y, loss=None, l1=None, l2=None, eps=1e-4, max_per_param=
     Reports the worst relative error |analytic - numeric| / max(|analytic|, |numeric|, 1e-8) per parameter ('dense0.W', ...).
     `max_per_param` samples that many entries of each W and b (all by default).
     With `training=True` dropout is on, with the same mask in every evaluation."""
+    eps = validation.number(eps, "eps", low=0.0, low_open=True)
+    if max_per_param is not None:
+        max_per_param = validation.positive_int(max_per_param, "max_per_param")
     reference = model.clone(backend="numpy", dtype="float64")
+    if not np.isfinite(reference.params).all():
+        raise ValueError("the model's parameters contain NaN or infinite values: there is no gradient to "
+                         "check (re-initialise the model, or load finite weights)")
     loss = loss if loss is not None else (model.loss.name if model.loss else "mse")
     l1 = model.l1 if l1 is None else l1
     l2 = model.l2 if l2 is None else l2
@@ -60,7 +71,8 @@ def gradcheck(model, X, y, loss=None, l1=None, l2=None, eps=1e-4, max_per_param=
                 flat_values[i] = original
                 numeric = (8 * (at[1] - at[-1]) - (at[2] - at[-2])) / (12 * eps)
                 exact = flat_grads[i]
-                worst = max(worst, abs(exact - numeric) / max(abs(exact), abs(numeric), 1e-8))
+                error = abs(exact - numeric) / max(abs(exact), abs(numeric), 1e-8)
+                worst = error if math.isnan(error) or math.isnan(worst) else max(worst, error)
             errors[f"dense{number}.{name}"] = worst
             checked += index.size
     return GradcheckResult(errors, checked)

@@ -47,6 +47,9 @@ def default_for(activation_name: str) -> str:
 
 
 def resolve(name: str) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"init must be the name of an initialiser ({', '.join(sorted(INITIALIZERS))}); "
+                         f"got {name!r}")
     key = ALIASES.get(name.lower(), name.lower())
     if key == "zeros":
         raise ValueError(

@@ -5,14 +5,28 @@ parameter buffer, `dW` and `db` views into its flat gradient buffer (see Sequent
 """
 from __future__ import annotations
 
-import numbers
+import weakref
 
 from mlp import activations, initializers
-from mlp.validation import positive_int
+from mlp.validation import number, positive_int
 
 
 class Layer:
     n_params = 0
+    _owner = None  # a weak reference to the model this layer belongs to
+
+    @property
+    def owner(self):
+        """The model this layer belongs to while that model lives (None: free to use)."""
+        return self._owner() if self._owner is not None else None
+
+    @owner.setter
+    def owner(self, model):
+        self._owner = weakref.ref(model)
+
+    def __getstate__(self):
+        """A copy (pickle, deepcopy) belongs to no model until one takes it."""
+        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
 
     def config(self) -> dict:
         raise NotImplementedError
@@ -67,9 +81,7 @@ class Dropout(Layer):
     scaled by 1 / (1 - rate); at inference it is the identity."""
 
     def __init__(self, rate):
-        if not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout rate must be in [0, 1); got {rate!r}")
-        self.rate = float(rate)
+        self.rate = number(rate, "Dropout rate", low=0.0, high=1.0, high_open=True)
         self.mask = None
 
     def forward(self, backend, X, training, rng):

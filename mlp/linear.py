@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlp.activations import step
-from mlp.validation import as_finite_array
+from mlp.validation import as_finite_array, number, positive_int
 
 
 class Perceptron:
@@ -14,13 +14,22 @@ class Perceptron:
     Converges when the classes are linearly separable (it cannot learn XOR)."""
 
     def __init__(self, n_in, lr=1.0):
-        self.w = np.zeros(int(n_in))
+        self.w = np.zeros(positive_int(n_in, "n_in"))
         self.b = 0.0
-        self.lr = float(lr)
+        self.lr = number(lr, "lr", low=0.0, low_open=True)
         self.errors_ = []
 
     def net_input(self, X):
-        return np.asarray(X, dtype=float) @ self.w + self.b
+        """x . w + b for each row of X: (n, n_in) -> (n,)."""
+        return self._inputs(X) @ self.w + self.b
+
+    def _inputs(self, X):
+        X = as_finite_array(X, "X").astype(float)
+        if X.ndim == 1 and X.size == self.w.size:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != self.w.size:
+            raise ValueError(f"X must be (n, {self.w.size}): {self.w.size} features per sample; got shape {X.shape}")
+        return X
 
     def predict(self, X):
         return step(self.net_input(X)).astype(int)
@@ -28,9 +37,10 @@ class Perceptron:
     def fit(self, X, d, epochs=100):
         """Sweep the data until an epoch makes no mistake (or `epochs` sweeps).
         `errors_` holds the number of mistakes of each epoch."""
-        X = as_finite_array(X, "X").astype(float)
+        epochs = positive_int(epochs, "epochs")
+        X = self._inputs(X)
         d = as_finite_array(d, "d").reshape(-1)
-        if X.ndim != 2 or X.shape[1] != self.w.size or X.shape[0] != d.size:
+        if X.shape[0] != d.size:
             raise ValueError(f"X must be (n, {self.w.size}) and d (n,); got {X.shape} and {d.shape}")
         if not np.isin(d, (0, 1)).all():
             raise ValueError("perceptron targets must be 0 or 1")

@@ -2,16 +2,11 @@
 over the whole flat parameter buffer (one fused update on backends that fuse)."""
 from __future__ import annotations
 
-import numbers
+from mlp.validation import number
 
 
 def _check(value, name, low=0.0, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number; got {value!r}")
-    if (value <= low if low_open else value < low) or (high is not None and value >= high):
-        bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
-        raise ValueError(f"{name} must be {bound}; got {value!r}")
-    return float(value)
+    return number(value, name, low=low, high=high, low_open=low_open, high_open=high is not None)
 
 
 class Optimizer:
@@ -74,7 +69,7 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(lr)
-        if len(betas) != 2:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
         self.beta1 = _check(betas[0], "betas[0]", high=1.0)
         self.beta2 = _check(betas[1], "betas[1]", high=1.0)

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import math
+import numbers
+
+from mlp.validation import integer, number, positive_int
 
 
 class Schedule:
@@ -20,9 +23,8 @@ class StepLR(Schedule):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
     def __init__(self, step_size=10, gamma=0.1):
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1; got {step_size}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size = positive_int(step_size, "step_size")
+        self.gamma = number(gamma, "gamma", low=0.0, low_open=True)
 
     def __call__(self, epoch, base_lr):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -32,9 +34,7 @@ class ExponentialLR(Schedule):
     """lr = base_lr * gamma ** epoch."""
 
     def __init__(self, gamma=0.95):
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1]; got {gamma}")
-        self.gamma = float(gamma)
+        self.gamma = number(gamma, "gamma", low=0.0, high=1.0, low_open=True)
 
     def __call__(self, epoch, base_lr):
         return base_lr * self.gamma ** epoch
@@ -44,9 +44,8 @@ class CosineLR(Schedule):
     """Cosine annealing from base_lr to min_lr over `period` epochs, then min_lr."""
 
     def __init__(self, period, min_lr=0.0):
-        if period < 1:
-            raise ValueError(f"period must be >= 1; got {period}")
-        self.period, self.min_lr = int(period), float(min_lr)
+        self.period = positive_int(period, "period")
+        self.min_lr = number(min_lr, "min_lr", low=0.0)
 
     def __call__(self, epoch, base_lr):
         t = min(epoch, self.period) / self.period
@@ -58,10 +57,10 @@ class ReduceLROnPlateau(Schedule):
     more than `min_delta` for `patience` epochs; never below `min_lr`."""
 
     def __init__(self, factor=0.5, patience=5, min_delta=0.0, min_lr=0.0):
-        if not 0 < factor < 1:
-            raise ValueError(f"factor must be in (0, 1); got {factor}")
-        self.factor, self.patience = float(factor), int(patience)
-        self.min_delta, self.min_lr = float(min_delta), float(min_lr)
+        self.factor = number(factor, "factor", low=0.0, high=1.0, low_open=True, high_open=True)
+        self.patience = integer(patience, "patience", low=0)
+        self.min_delta = number(min_delta, "min_delta", low=0.0)
+        self.min_lr = number(min_lr, "min_lr", low=0.0)
         self.scale, self.best, self.wait = 1.0, math.inf, 0
 
     def __call__(self, epoch, base_lr):
@@ -98,4 +97,14 @@ class _FunctionSchedule(Schedule):
         self.function = function
 
     def __call__(self, epoch, base_lr):
-        return float(self.function(epoch, base_lr))
+        return self.function(epoch, base_lr)
+
+
+def rate(schedule, epoch, base_lr) -> float:
+    """The learning rate `schedule` gives for `epoch`, checked: a finite number >= 0 (a
+    negative rate would climb the loss, NaN would silently ruin every weight)."""
+    lr = schedule(epoch, base_lr)
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"lr_schedule gave {lr!r} for epoch {epoch + 1}; a learning rate must be a "
+                         "finite number >= 0")
+    return float(lr)

@@ -2,12 +2,21 @@
 Every error names what was wrong and how to fix it."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 
-def as_finite_array(values, name) -> np.ndarray:
+def _sparse(values) -> bool:
+    return type(values).__module__.startswith("scipy.sparse")
+
+
+def as_numeric_array(values, name) -> np.ndarray:
+    """`values` as a non-empty real (numeric or bool) NumPy array; finiteness is not checked."""
+    if _sparse(values):
+        raise TypeError(f"{name} is a scipy sparse matrix; mlp trains on dense arrays: pass "
+                        f"{name}.toarray() (mind the memory: rows x columns values)")
     try:
         array = np.asarray(values)
     except Exception as error:  # ragged lists and the like
@@ -18,19 +27,41 @@ def as_finite_array(values, name) -> np.ndarray:
         raise ValueError(f"{name} must be real; got complex values")
     if array.size == 0:
         raise ValueError(f"{name} is empty (shape {array.shape}); give at least one sample")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(
-            f"{name} contains NaN or infinite values (first at index {tuple(int(i) for i in bad)}); "
-            "remove or impute them before training"
-        )
     return array
+
+
+def require_finite(array, name, source=None) -> np.ndarray:
+    """`array` if every value is finite, else a ValueError naming the first bad index. With
+    `source` (the values before a cast to `array`'s dtype), a value that was finite there and
+    is not here is named as an overflow of the narrower type."""
+    if not np.issubdtype(array.dtype, np.floating) or np.isfinite(array).all():
+        return array
+    index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+    if source is not None and np.isfinite(source[index]):
+        biggest = float(np.max(np.abs(source)))
+        raise ValueError(
+            f"{name} holds values beyond {array.dtype}'s range (up to {biggest:.3g}; first at index {index}): "
+            f"they overflow to infinity in this {array.dtype} model. Scale them (e.g. mlp.StandardScaler) "
+            "or build the model with dtype='float64'")
+    raise ValueError(f"{name} contains NaN or infinite values (first at index {index}); "
+                     "remove or impute them before training")
+
+
+def as_finite_array(values, name) -> np.ndarray:
+    return require_finite(as_numeric_array(values, name), name)
+
+
+def as_dtype(array, dtype, name) -> np.ndarray:
+    """`array` as a C-contiguous array of `dtype`, checked to be finite after the cast."""
+    with np.errstate(over="ignore"):  # an overflow is named just below, as an error
+        converted = np.ascontiguousarray(array, dtype=dtype)
+    return require_finite(converted, name, source=array if converted.dtype != array.dtype else None)
 
 
 def inputs(X, n_in, dtype) -> np.ndarray:
     """X as a (batch, n_in) array of the model's dtype. A 1-D X is one sample
     (or, for a one-input network, one value per sample)."""
-    X = as_finite_array(X, "X")
+    X = as_numeric_array(X, "X")
     if X.ndim == 1:
         X = X.reshape(-1, 1) if n_in == 1 else X.reshape(1, -1)
     if X.ndim != 2:
@@ -40,13 +71,15 @@ def inputs(X, n_in, dtype) -> np.ndarray:
             f"X has {X.shape[1]} features per sample but the first layer expects n_in={n_in}; "
             f"reshape X to (batch, {n_in}) or build the model with {X.shape[1]} inputs"
         )
-    return np.ascontiguousarray(X, dtype=dtype)
+    return as_dtype(X, dtype, "X")
 
 
 def targets(y, n_out, loss_name, n_samples, dtype) -> np.ndarray:
     """y as a (batch, n_out) array: integer class labels become one-hot for cross_entropy,
     a 1-D y becomes a column for one-output networks."""
     y = as_finite_array(y, "y")
+    if y.ndim == 0:
+        raise ValueError(f"y must hold one target per sample (an array of {n_samples}); got the scalar {y!r}")
     if y.shape[0] != n_samples:
         raise ValueError(f"X has {n_samples} samples but y has {y.shape[0]}; they must match")
     if loss_name == "cross_entropy" and (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and n_out > 1)):
@@ -72,7 +105,7 @@ def targets(y, n_out, loss_name, n_samples, dtype) -> np.ndarray:
         raise ValueError(
             f"{loss_name} targets must lie in [0, 1]; got values from {y.min()} to {y.max()}"
         )
-    return np.ascontiguousarray(y, dtype=dtype)
+    return as_dtype(y, dtype, "y")
 
 
 def one_hot_of(labels, n_classes, dtype):
@@ -82,16 +115,59 @@ def one_hot_of(labels, n_classes, dtype):
 
 
 def positive_int(value, name):
-    """`value` as an int, or a ValueError naming `name` (bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    """`value` as an int >= 1, or a ValueError naming `name` (bools are not counts)."""
+    return integer(value, name, low=1)
+
+
+def integer(value, name, low=0):
+    """`value` (any integral type, NumPy's included) as an int >= `low`, or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {kind}; got {value!r}")
     return int(value)
 
 
-def batch_size(value, n_samples):
+def number(value, name, low=None, high=None, low_open=False, high_open=False) -> float:
+    """`value` as a finite float within [low, high] (an open end where asked), or a ValueError
+    naming `name` and the accepted range. NumPy scalars are numbers; bools and strings are not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number{_range(low, high, low_open, high_open)}; got {value!r}")
+    if (low is not None and (value <= low if low_open else value < low)) or \
+            (high is not None and (value >= high if high_open else value > high)):
+        raise ValueError(f"{name} must be{_range(low, high, low_open, high_open)}; got {value!r}")
+    return float(value)
+
+
+def _range(low, high, low_open, high_open) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def batch_size(value, n_samples, name="batch_size"):
     """None means the whole set (full-batch gradient descent)."""
     if value is None:
         return n_samples
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"batch_size must be a positive integer or None (full batch); got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None (the whole set); got {value!r}")
     return int(min(value, n_samples))
+
+
+def generator(value) -> np.random.Generator:
+    """np.random.default_rng(value) for a seed (None, an integer >= 0) or a Generator, with an
+    error that names the argument instead of NumPy's."""
+    if isinstance(value, np.random.Generator):
+        return value
+    return np.random.default_rng(seed(value))
+
+
+def seed(value):
+    """A seed for np.random.SeedSequence: None or an integer >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"seed must be None or an integer >= 0; got {value!r}")
+    return int(value)

@@ -36,7 +36,7 @@ def test_file_holds_no_pickle(trained):
 
 
 def test_save_is_atomic(trained, monkeypatch):
-    model, X, _, path = trained
+    model, _, _, path = trained
     model.save(path)
     before = path.read_bytes()
 
@@ -55,7 +55,7 @@ def test_truncated_file(trained):
     model.save(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(mlp.ModelFileError, match="not a readable mlp model file"):
+    with pytest.raises(mlp.ModelFileError, match="truncated"):
         mlp.load(path)
 
 

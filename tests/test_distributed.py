@@ -1,6 +1,7 @@
 """Data-parallel training on real MPI ranks (`mpiexec -n 2` and `-n 3`, MPICH from the
 package registry with mpi4py): same weights as one process on the same global batch,
 failures that stop the whole job, uneven last batches, one writer for checkpoints."""
+import itertools
 import json
 import os
 import subprocess
@@ -72,6 +73,111 @@ def test_n_ranks_reach_the_weights_of_one_process_at_the_same_global_batch(ranks
             np.testing.assert_allclose(result["val_loss"], history["val_loss"], rtol=1e-9)
 
 
+# Each case: {rank: what that rank holds or asks for differently}, what the error must name, what
+# it must not (a fingerprint that differs only because the shape or dtype does).
+DISAGREEING_RANKS = [
+    ({"2": {"n": 80}}, ["rows of X: 96 on ranks 0, 1; 80 on rank 2"], ["fingerprint"]),
+    ({"1": {"perturb": 37}}, ["fingerprint of X: ", " on ranks 0, 2; ", " on rank 1"], ["rows"]),  # one value
+    ({"2": {"permute": True}}, ["fingerprint of X", "fingerprint of y", "rank 2"], ["rows"]),  # rows reordered
+    ({"1": {"epochs": 3}}, ["epochs: 2 on ranks 0, 2; 3 on rank 1"], ["fingerprint"]),
+    ({"0": {"batch": 16}}, ["batch_size: 16 on rank 0; 32 on ranks 1, 2"], []),
+    ({"2": {"shuffle": False}}, ["shuffle: True on ranks 0, 1; False on rank 2"], []),
+    ({"1": {"validation_split": 0.25}}, ["validation_split: 0.0 on ranks 0, 2; 0.25 on rank 1"], []),
+    ({"1": {"dtype": "float32"}}, ["dtype of X: float64 on ranks 0, 2; float32 on rank 1", "model dtype"],
+     ["fingerprint"]),
+    ({"1": {"l2": 0.01}, "2": {"n": 94}}, ["rows of X: 96 on ranks 0, 1; 94 on rank 2", "model l2: 0.0 on ranks 0, 2"],
+     []),  # two differences on two ranks: both named
+]
+
+
+@needs_mpi
+def test_ranks_holding_different_data_or_settings_all_stop_naming_what_differs(tmp_path):
+    """Before the fix: other rows per rank trained to rc 0 with other losses per rank, a
+    nudged value went unnoticed, other epochs or dtypes timed out in a collective. Now every
+    rank stops at the start of fit with the same DistributedError, and the job stays usable:
+    the last, agreeing, fit trains as one process does."""
+    config = {"n": 96, "batch": 32, "epochs": 2, "optimizer": "adam",
+              "cases": [overrides for overrides, _, _ in DISAGREEING_RANKS] + [{}]}
+    done, results, seconds = launch(3, config, tmp_path, MLP_COLLECTIVE_TIMEOUT="20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(results) == 3
+    for case, (overrides, named, not_named) in enumerate(DISAGREEING_RANKS):
+        messages = {str(result["errors"][case]) for result in results}
+        assert len(messages) == 1, messages  # every rank stops, with the same message
+        message = messages.pop()
+        assert message.startswith("the ranks of this data-parallel job disagree"), (overrides, message)
+        assert all(part in message for part in named), (overrides, message)
+        assert not any(part in message for part in not_named), (overrides, message)
+    assert [str(result["errors"][-1]) for result in results] == ["", "", ""]
+    expected_params, history = single_process(config)
+    for result in results:
+        np.testing.assert_allclose(result["params"], expected_params, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-9)
+    assert seconds < 60  # no case waited for a collective timeout
+
+
+def test_the_data_fingerprint_sees_one_changed_value_and_reordered_rows():
+    X = np.random.default_rng(0).standard_normal((1000, 7))
+    base = distributed.fingerprint(X)
+    assert distributed.fingerprint(X.copy()) == base
+    for row in (0, 1, 499, 999):
+        nudged = X.copy()
+        nudged[row, 3] = np.nextafter(nudged[row, 3], np.inf)  # the smallest change a float can make
+        assert distributed.fingerprint(nudged) != base
+    swapped = X.copy()
+    swapped[[10, 11]] = swapped[[11, 10]]
+    assert distributed.fingerprint(swapped) != base
+    assert distributed.fingerprint(X.astype(np.float32)) != base
+    both_halves = X.copy()  # a float64 is one word: a change split over its halves still shows
+    words = both_halves.view(np.uint32)
+    words[5, 0] += 1
+    words[5, 1] -= 1
+    assert distributed.fingerprint(both_halves) != base
+    assert distributed.fingerprint(np.zeros((0, 3))) != distributed.fingerprint(np.zeros((0, 4)))
+    assert distributed.fingerprint(X[:999]) != distributed.fingerprint(X[:999].reshape(999 * 7, 1))
+
+
+class _TwoRankWorld:
+    """Rank 0 of a fake two-rank world whose rank 1 reports `other(rank 0's summary)`."""
+
+    rank, size = 0, 2
+
+    def __init__(self, other):
+        self.other, self.broadcasts = other, []
+
+    def allgather_json(self, value, what):
+        mine = json.loads(json.dumps(value))  # as it travels: a list of (name, value) pairs
+        return [mine, list(self.other(dict(mine)).items())]
+
+    def broadcast(self, buffer, root=0):
+        self.broadcasts.append(buffer)
+
+    def broadcast_object(self, value, root=0):
+        return value
+
+
+def test_start_checks_the_ranks_agree_before_it_broadcasts_anything(backend_name):
+    model = mlp.MLP((2, 4, 2), output="softmax", seed=0, backend=backend_name)
+    model.compile(loss="cross_entropy", optimizer="adam")
+    X = np.arange(40.0).reshape(20, 2)
+    Y = np.eye(2)[np.arange(20) % 2]
+    settings = {"epochs": 2, "batch_size": np.int64(8), "shuffle": True, "early_stopping": mlp.EarlyStopping(3)}
+    fewer_rows = _TwoRankWorld(lambda summary: dict(summary, **{"rows of X": 7}))
+    with pytest.raises(distributed.DistributedError, match="rows of X: 20 on rank 0; 7 on rank 1"):
+        distributed.DataParallel(model, fewer_rows).start(X, Y, settings)
+    assert fewer_rows.broadcasts == []  # nothing sent, nothing received: the weights are as they were
+    other_patience = dict(settings, early_stopping=mlp.EarlyStopping(4))
+    summary_of_rank_1 = json.loads(json.dumps(distributed.data_and_settings(model, X, Y, other_patience)))
+    with pytest.raises(distributed.DistributedError, match="early_stopping: .*patience.*: 3.* on rank 0; "):
+        distributed.DataParallel(model, _TwoRankWorld(lambda _: summary_of_rank_1)).start(X, Y, settings)
+    without_data = _TwoRankWorld(lambda summary: {k: v for k, v in summary.items() if "X" not in k})
+    with pytest.raises(distributed.DistributedError, match="rows of X: 20 on rank 0; not given on rank 1"):
+        distributed.DataParallel(model, without_data).start(X, Y, settings)  # rank 1 gave no data
+    agreeing = _TwoRankWorld(lambda summary: summary)
+    distributed.DataParallel(model, agreeing).start(X, Y, settings)
+    assert len(agreeing.broadcasts) == 1  # the weights, once the ranks are known to agree
+
+
 @needs_mpi
 def test_only_rank_zero_writes_checkpoints(tmp_path):
     path = tmp_path / "ckpt.npz"
@@ -101,11 +207,11 @@ def test_a_stuck_rank_makes_the_others_time_out_and_abort(tmp_path):
 
 
 def test_shards_split_a_batch_evenly_and_cover_it():
-    for rows in range(0, 12):
+    for rows in range(12):
         for size in (1, 2, 3, 5):
             bounds = [distributed.shard_bounds(rows, size, rank) for rank in range(size)]
             assert bounds[0][0] == 0 and bounds[-1][1] == rows
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
             sizes = [hi - lo for lo, hi in bounds]
             assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
@@ -202,7 +308,7 @@ class _FakeNccl:
             def __init__(self, size, unique_id, rank):
                 fake.created.append((size, unique_id, rank))
 
-            def allReduce(self, send, receive, count, kind, op, stream):  # noqa: N802  (NCCL's name)
+            def allReduce(self, send, receive, count, kind, op, stream):  # NCCL's name
                 fake.reductions.append((send, receive, count, kind, op, stream))
 
         self.NcclCommunicator = NcclCommunicator

@@ -69,28 +69,71 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dty
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+_GZIP_MAX_RATIO = 1032  # deflate's largest possible expansion (258-byte matches in ~2 bits)
+_IDX_CHUNK = 2**22
+
+
 def read_idx(path) -> np.ndarray:
     """One IDX file (gzip or not): magic 0x0000TTDD (TT element type, DD dimensions), then DD
-    big-endian uint32 sizes, then the data. Checked for magic number and size."""
-    import gzip
+    big-endian uint32 sizes, then the data.
 
-    opener = gzip.open if str(path).endswith(".gz") else open
+    An untrusted file: the magic number and the sizes are read and checked first (sizes in
+    Python integers: no overflow), the data's size is checked against the file's (or, gzipped,
+    against the most its compressed size can expand to) before anything is allocated, and
+    decompression stops at the declared size. A malformed, truncated or oversized file is a
+    ValueError naming the file and what is wrong."""
+    import gzip
+    import math
+    import os
+    import zlib
+
+    path = os.fspath(path)
+    compressed = path.endswith(".gz")
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise ValueError(f"cannot read IDX file {path}: {error}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
-    dims = data[3]
-    header = 4 + 4 * dims
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        raise ValueError(f"{path} holds {len(data)} bytes but its header {shape} needs {expected}: "
-                         "the file is truncated or damaged")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+        stored = os.path.getsize(path)
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            dtype, shape, header = _idx_header(f, path)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if not compressed and stored != header + nbytes:
+                raise ValueError(f"{path} holds {stored} bytes but its header {shape} needs {header + nbytes}: "
+                                 "the file is truncated or damaged")
+            if compressed and header + nbytes > _GZIP_MAX_RATIO * stored:
+                raise ValueError(f"{path} is a {stored}-byte gzip file but its header {shape} declares "
+                                 f"{header + nbytes} bytes, more than gzip can hold in that size: the file is "
+                                 "damaged")
+            data = _read_idx_data(f, nbytes, path)
+    except (OSError, EOFError, zlib.error) as error:
+        kind = "truncated or damaged" if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)) else "unreadable"
+        raise ValueError(f"cannot read IDX file {path}: it is {kind} ({error})") from None
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _idx_header(f, path):
+    """(element dtype, shape, header bytes) from the first bytes of an IDX file."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES or magic[3] == 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {magic.hex()!r})")
+    dims = magic[3]
+    sizes = f.read(4 * dims)
+    if len(sizes) < 4 * dims:
+        raise ValueError(f"{path} is truncated: its header ends before its {dims} dimensions")
+    shape = tuple(int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(dims))
+    return np.dtype(_IDX_TYPES[magic[2]]), shape, 4 + 4 * dims
+
+
+def _read_idx_data(f, nbytes, path) -> bytearray:
+    """Exactly `nbytes` more bytes of `f`, read in bounded chunks (a lying header never makes
+    this hold more than the stream really has), then nothing."""
+    data = bytearray()
+    while len(data) < nbytes:
+        chunk = f.read(min(_IDX_CHUNK, nbytes - len(data)))
+        if not chunk:
+            raise ValueError(f"{path} is truncated: its header declares {nbytes} bytes of data but it holds "
+                             f"{len(data)}")
+        data += chunk
+    if f.read(1):
+        raise ValueError(f"{path} holds more data than its header declares ({nbytes} bytes): it is damaged")
+    return data
 
 
 def _find(folder, name):

@@ -2,12 +2,16 @@
 need no generating."""
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
-import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 import threading
+import types
+import warnings
 
 from numba import njit
 from numba.core import config
@@ -29,6 +33,44 @@ def cache_dir() -> str:
 
 _modules = {}
 _loading = threading.RLock()  # reentrant: a step's module loads the products' module as it imports
+_folders = {}  # the configured cache folder -> the folder generated modules go to, checked once
+
+
+def _unusable_reason(folder):
+    """Why generated modules must not be cached in `folder` (None: they may). Numba's cache
+    beside a module holds pickled compiled code, and a module is executed when loaded: a
+    folder that another user owns, or may write to, could make this process run their code."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.stat(folder)
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            return f"{folder} belongs to another user (uid {info.st_uid})"
+        if info.st_mode & 0o077:  # ours, but open to others (an earlier version made it 0755)
+            os.chmod(folder, 0o700)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder} is not writable"
+    except OSError as error:
+        return f"{folder} cannot be used ({error.strerror or error})"
+    return None
+
+
+def module_folder() -> str:
+    """The cache folder, checked once per process (and setting); an unusable one (another user's, not
+    writable) is replaced, with one warning naming MLP_CACHE_DIR, by a private temporary
+    folder for this process (0700, removed at exit): kernels are compiled as usual, only not
+    kept for the next process."""
+    configured = cache_dir()
+    if configured not in _folders:
+        reason = _unusable_reason(configured)
+        folder = configured
+        if reason is not None:
+            folder = tempfile.mkdtemp(prefix="mlp-numba-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            warnings.warn(f"the Numba kernel cache cannot be used: {reason}. Compiled kernels go to {folder} "
+                          "for this process only; set MLP_CACHE_DIR to a folder of your own to keep them "
+                          "between runs.", RuntimeWarning, stacklevel=3)
+        _folders[configured] = folder
+    return _folders[configured]
 
 
 def load(source: str):
@@ -43,18 +85,35 @@ def load(source: str):
 
 
 def _import(source, digest):
-    folder = cache_dir()
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"mlp_generated_{digest}.py")
-    if not os.path.exists(path):  # atomic: concurrent processes never import half a file
-        atomic_write(path, lambda f: f.write(source.encode()))
+    """Execute `source` as module mlp_generated_<digest>, from its file in the cache folder.
+    The file is compared with `source` first and rewritten unless it holds exactly that (a
+    damaged or planted file is never executed), and the code executed is `source` itself,
+    compiled under the file's name (which Numba's disk cache keys on), not a second read of
+    the file."""
+    path = os.path.join(module_folder(), f"mlp_generated_{digest}.py")
+    expected = source.encode()
+    if _file_bytes(path, len(expected)) != expected:  # atomic: concurrent processes never see half a file
+        atomic_write(path, lambda f: f.write(expected))
     name = f"mlp_generated_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = path
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102  (our own generated code)
+    except BaseException:
+        del sys.modules[name]
+        raise
     _modules[digest] = module
     return module
+
+
+def _file_bytes(path, expected_size):
+    """The file's content, or None if it is missing, unreadable or of another size."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(expected_size + 1)
+    except OSError:
+        return None
 
 
 def _compile_slp_vectorized(compile, signature):

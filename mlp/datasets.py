@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlp.validation import generator, number, positive_int
+
+
+def _generator(n, noise, seed) -> np.random.Generator:
+    """The seeded generator of a synthetic set, once its size and noise are checked."""
+    positive_int(n, "n")
+    number(noise, "noise", low=0.0)
+    return generator(seed)
+
 
 def xor(n=None, noise=0.0, seed=None):
     """The four XOR points (n=None), or n noisy samples around them."""
@@ -11,14 +20,15 @@ def xor(n=None, noise=0.0, seed=None):
     labels = np.array([0, 1, 1, 0])
     if n is None:
         return corners.copy(), labels.copy()
-    rng = np.random.default_rng(seed)
+    rng = _generator(n, noise, seed)
     pick = rng.integers(0, 4, size=n)
     return corners[pick] + rng.normal(0.0, noise, size=(n, 2)), labels[pick]
 
 
 def spirals(n=200, noise=0.2, turns=1.5, seed=None):
     """Two interleaved spirals, n points each (class 0 and class 1)."""
-    rng = np.random.default_rng(seed)
+    rng = _generator(n, noise, seed)
+    turns = number(turns, "turns", low=0.0, low_open=True)
     t = np.sqrt(rng.uniform(0.0, 1.0, n)) * turns * 2 * np.pi
     arm = np.column_stack([t * np.cos(t), t * np.sin(t)]) / (turns * 2 * np.pi) * 5
     X = np.concatenate([arm, -arm]) + rng.normal(0.0, noise, size=(2 * n, 2))
@@ -28,7 +38,8 @@ def spirals(n=200, noise=0.2, turns=1.5, seed=None):
 
 def circles(n=200, noise=0.05, factor=0.5, seed=None):
     """An inner circle (class 1, radius `factor`) inside an outer one (class 0), n points each."""
-    rng = np.random.default_rng(seed)
+    rng = _generator(n, noise, seed)
+    factor = number(factor, "factor", low=0.0, low_open=True)
     angles = rng.uniform(0.0, 2 * np.pi, size=(2, n))
     outer = np.column_stack([np.cos(angles[0]), np.sin(angles[0])])
     inner = factor * np.column_stack([np.cos(angles[1]), np.sin(angles[1])])
@@ -38,7 +49,7 @@ def circles(n=200, noise=0.05, factor=0.5, seed=None):
 
 def moons(n=200, noise=0.1, seed=None):
     """Two interleaving half circles, n points each."""
-    rng = np.random.default_rng(seed)
+    rng = _generator(n, noise, seed)
     angles = rng.uniform(0.0, np.pi, size=(2, n))
     upper = np.column_stack([np.cos(angles[0]), np.sin(angles[0])])
     lower = np.column_stack([1 - np.cos(angles[1]), 0.5 - np.sin(angles[1])])

@@ -5,28 +5,13 @@ parameter buffer, `dW` and `db` views into its flat gradient buffer (see Sequent
 """
 from __future__ import annotations
 
-import weakref
-
 from mlp import activations, initializers
+from mlp.owned import Owned
 from mlp.validation import number, positive_int
 
 
-class Layer:
+class Layer(Owned):
     n_params = 0
-    _owner = None  # a weak reference to the model this layer belongs to
-
-    @property
-    def owner(self):
-        """The model this layer belongs to while that model lives (None: free to use)."""
-        return self._owner() if self._owner is not None else None
-
-    @owner.setter
-    def owner(self, model):
-        self._owner = weakref.ref(model)
-
-    def __getstate__(self):
-        """A copy (pickle, deepcopy) belongs to no model until one takes it."""
-        return {k: v for k, v in self.__dict__.items() if k != "_owner"}
 
     def config(self) -> dict:
         raise NotImplementedError

@@ -14,6 +14,7 @@ soon as its gradient is known, in one GEMM that adds into W (`_folded_sgd_rate`)
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections import defaultdict
 
@@ -28,6 +29,7 @@ from mlp.errors import DeviceMemoryError, TrainingDivergedError
 from mlp.layers import Dense, Dropout, Layer, from_config
 
 PREDICT_BATCH = 8192
+WARMUP_BYTES = 2**30
 DTYPES = ("float32", "float64")
 
 
@@ -58,9 +60,11 @@ class EarlyStopping:
     restore the weights of the best epoch. Losses are minimised, accuracies maximised."""
 
     def __init__(self, patience=5, min_delta=0.0, monitor="val_loss", restore_best_weights=True):
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1; got {patience}")
-        self.patience, self.min_delta, self.monitor = int(patience), float(min_delta), monitor
+        self.patience = validation.positive_int(patience, "patience")
+        self.min_delta = validation.number(min_delta, "min_delta", low=0.0)
+        if not isinstance(monitor, str):
+            raise ValueError(f"monitor must be the name of a logged value, e.g. 'val_loss'; got {monitor!r}")
+        self.monitor = monitor
         self.restore_best_weights = restore_best_weights
         self.sign = -1.0 if "accuracy" in monitor else 1.0
         self.best = math.inf
@@ -73,7 +77,7 @@ class EarlyStopping:
             return None
         if isinstance(value, cls):
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return cls(patience=value)
         raise ValueError(f"early_stopping must be a patience (int) or mlp.EarlyStopping(...); got {value!r}")
 
@@ -113,6 +117,7 @@ class Sequential:
                 raise TypeError(f"layers must be mlp layers (Dense, Dropout); got {layer!r}")
         if not isinstance(self.layers[-1], Dense):
             raise ValueError("the last layer must be Dense: it produces the outputs")
+        _check_unshared(self.layers)
         self.dense_layers = [layer for layer in self.layers if isinstance(layer, Dense)]
         for before, after in zip(self.dense_layers, self.dense_layers[1:]):
             if before.n_out != after.n_in:
@@ -123,8 +128,8 @@ class Sequential:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         self.dtype = np.dtype(dtype)
-        self.seed = seed
-        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(seed).spawn(3)
+        self.seed = validation.seed(seed)
+        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(3)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
         self._dropout_rng = self.backend.rng(int(dropout_seed.generate_state(1)[0]))
         n = self.n_params
@@ -142,6 +147,8 @@ class Sequential:
         self.metrics = []
         self._preprocessing = None
         self._kernel_cache = {}  # a backend's compiled whole steps for this model
+        for layer in self.layers:  # last: a model refused above claims nothing
+            layer.owner = self
 
     def _bind_layers(self):
         """Point each Dense layer's W, b, dW, db at its slices of the flat buffers."""
@@ -161,6 +168,8 @@ class Sequential:
         self.__dict__.update(state)
         self.__dict__.setdefault("_preprocessing", None)  # pickled before models carried it
         self._bind_layers()
+        for owned in [*self.layers, *([self.optimizer] if self.optimizer is not None else [])]:
+            owned.owner = self
 
     # --- description --------------------------------------------------------------
     @property
@@ -231,7 +240,8 @@ class Sequential:
             if W.shape != layer.W.shape or b.shape != layer.b.shape:
                 raise ValueError(f"layer {i} needs W {layer.W.shape} and b {layer.b.shape}; "
                                  f"got W {W.shape} and b {b.shape}")
-            checked.append((W, b))
+            checked.append((validation.as_dtype(W, self.dtype, f"W of layer {i}"),
+                            validation.as_dtype(b, self.dtype, f"b of layer {i}")))
         for (W, b), layer in zip(checked, self.dense_layers):
             layer.W[...] = self.backend.asarray(W, self.dtype)
             layer.b[...] = self.backend.asarray(b, self.dtype)
@@ -241,18 +251,22 @@ class Sequential:
         """Choose the loss, optimizer, L1/L2 penalties on weights (not biases), gradient
         clipping by global norm, and the metrics `fit` and `evaluate` report
         (default: accuracy for classification losses)."""
-        self.loss = self._checked_loss(loss)
-        for name, value in (("l1", l1), ("l2", l2)):
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0; got {value!r}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"clip_norm must be > 0 or None; got {clip_norm!r}")
-        self.l1, self.l2, self.clip_norm = float(l1), float(l2), clip_norm
+        loss = self._checked_loss(loss)
+        l1, l2 = validation.number(l1, "l1", low=0.0), validation.number(l2, "l2", low=0.0)
+        if clip_norm is not None:
+            clip_norm = validation.number(clip_norm, "clip_norm (or None)", low=0.0, low_open=True)
+        optimizer = optimizers.get(optimizer)
+        if optimizer.owner is not None and optimizer.owner is not self:
+            raise ValueError(f"this {type(optimizer).__name__} already trains another model (its state "
+                             "mirrors that model's weights); give each model an optimizer of its own, e.g. "
+                             f"optimizer={optimizer.config()!r}")
         if metrics is None:
-            metrics = ["accuracy"] if self.loss.name in losses.CLASSIFICATION else []
-        self.metrics = metrics_mod.check_names(metrics)
+            metrics = ["accuracy"] if loss.name in losses.CLASSIFICATION else []
+        metrics = metrics_mod.check_names(metrics)
+        self.loss, self.l1, self.l2, self.clip_norm, self.metrics = loss, l1, l2, clip_norm, metrics
         self._kernel_cache.clear()  # compiled steps depend on loss, optimizer and penalties
-        self.optimizer = optimizers.get(optimizer)
+        self.optimizer = optimizer
+        optimizer.owner = self
         self.optimizer.build(self.backend, self.params)
         return self
 
@@ -407,6 +421,7 @@ class Sequential:
     def predict(self, X, batch_size=PREDICT_BATCH):
         """Output activations as a NumPy array, computed in batches of `batch_size`."""
         X = self._inputs(X)
+        batch_size = validation.batch_size(batch_size, X.shape[0])
         chunks = [self.backend.to_numpy(self._infer(self.backend.asarray(X[i:i + batch_size])))
                   for i in range(0, X.shape[0], batch_size)]
         return np.concatenate(chunks)
@@ -446,6 +461,8 @@ class Sequential:
         architecture and batch-size range (seconds, then cached on disk), CuPy per kernel.
         Returns the seconds it took."""
         sizes = [validation.positive_int(n, "batch size") for n in batch_sizes or (32,)]
+        for n in sizes:
+            self._check_warmup_size(n)
         start = time.perf_counter()
         twin = self.clone()
         if self.loss is not None:
@@ -459,11 +476,21 @@ class Sequential:
         self.backend.synchronize()
         return time.perf_counter() - start
 
+    def _check_warmup_size(self, n):
+        """Refuse a batch whose activations alone would take more than WARMUP_BYTES: warmup
+        runs on zeros it allocates, and a typo (10**9) must not take the machine's memory."""
+        widths = self.n_in + 3 * sum(layer.n_out for layer in self.dense_layers)  # X, then Z, A, delta
+        need = n * widths * self.dtype.itemsize
+        if need > WARMUP_BYTES:
+            raise ValueError(f"warmup({n}) would allocate about {need / 2**30:.1f} GiB for its activations "
+                             f"(the bound is {WARMUP_BYTES / 2**30:.0f} GiB); warm up the batch sizes fit and "
+                             "predict will run (fit uses at most the number of samples)")
+
     def evaluate(self, X, y, batch_size=PREDICT_BATCH):
         """{'loss': ..., metric: ...} over the whole set (penalties included in the loss)."""
         self._require_compiled()
         X, Y = self._device_data(X, y, self.loss.name)
-        return self._evaluate(X, Y, batch_size)
+        return self._evaluate(X, Y, validation.batch_size(batch_size, X.shape[0]))
 
     def _evaluate(self, X, Y, batch_size):
         loss, n = self.loss, X.shape[0]
@@ -507,18 +534,21 @@ class Sequential:
         from mlp import diagnostics as diagnostics_mod
 
         self._require_compiled()
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+        epochs = validation.positive_int(epochs, "epochs")
         X = self._inputs(X)
         Y = self._targets(y, self.loss.name, X.shape[0])
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
+        checkpoint_every = validation.positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint is not None:  # a missing folder fails now, not after the first epoch
+            checkpoint_mod.check_target(checkpoint)
         parallel = None
         if distributed_mod.requested(distributed):
             if diagnostics:
                 raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
             parallel = distributed_mod.DataParallel(self, distributed_mod.get_world(self.backend))
-            parallel.start()  # rank 0's weights and shuffling state, before the validation split
+            parallel.start(X, Y, dict(  # same data and settings everywhere; then rank 0's weights and shuffling
+                epochs=epochs, batch_size=batch_size, shuffle=shuffle, validation_split=validation_split,
+                validation_data=validation_data, early_stopping=early_stopping, lr_schedule=lr_schedule,
+                resume=resume is not None))  # (before the validation split, which draws from the shuffling state)
             if parallel.rank != 0:
                 verbose, checkpoint = 0, None  # rank 0 alone prints and writes
         saved = checkpoint_mod.load(resume) if resume is not None else None
@@ -542,12 +572,16 @@ class Sequential:
         first_epoch = 0
         if saved is not None:
             first_epoch = checkpoint_mod.restore(saved, self, history, schedule, stopper)
+            if checkpoint_mod.finished(stopper):  # the saved run had stopped early: it is complete
+                first_epoch = epochs
         steps = math.ceil(n / batch)
+        last_finite = _Snapshot(self, first_epoch)
         bar = progress.Progress(verbose, epochs, steps, n)
         try:
             for epoch in range(first_epoch, epochs):
                 if schedule is not None:
-                    self.optimizer.lr = schedule(epoch, base_lr)
+                    self.optimizer.lr = schedules.rate(schedule, epoch, base_lr)
+                last_finite.take(epoch)
                 index = backend.asarray(self._shuffle_rng.permutation(n)) if shuffle else None
                 bar.start_epoch(epoch)
                 started = time.perf_counter()
@@ -574,7 +608,7 @@ class Sequential:
                             f"{backend.name} backend ({error}). Lower batch_size, or make the model "
                             "smaller.") from error
                     if backend.on_host and not math.isfinite(value):
-                        self._diverged(value, epoch, step)
+                        self._diverged(value, epoch, step, last_finite, stopper)
                     total = total + value * loss.normaliser(outputs[-1].shape)
                     for name in self.metrics:
                         metric_sum, count = metrics_mod.METRICS[name](outputs[-1], Yb)
@@ -585,7 +619,7 @@ class Sequential:
                     total, sums, counts = parallel.reduce_epoch(total, sums, counts)
                 logs = {"loss": float(total / loss.normaliser(Y.shape))}
                 if not math.isfinite(logs["loss"]):
-                    self._diverged(logs["loss"], epoch, None)
+                    self._diverged(logs["loss"], epoch, None, last_finite, stopper)
                 logs.update({name: float(sums[name]) / counts[name] for name in self.metrics})
                 if X_val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, Y_val, PREDICT_BATCH).items()})
@@ -638,12 +672,24 @@ class Sequential:
         val, train = order[:n_val], order[n_val:]
         return X[train], Y[train], X[val], Y[val]
 
-    def _diverged(self, value, epoch, step):
+    def _diverged(self, value, epoch, step, last_finite, stopper):
+        """Put back finite weights (early stopping's best, else the last epoch's end) and raise."""
         where = f"epoch {epoch + 1}" + (f", batch {step + 1}" if step is not None else "")
-        raise TrainingDivergedError(
-            f"the loss became {value} at {where}: training diverged. Lower the learning rate "
+        restored = last_finite.restore()
+        if stopper is not None and stopper.best_params is not None:
+            self.params[...] = stopper.best_params
+            restored = stopper.best_epoch
+            kept = f"restored the best weights, from the end of epoch {restored + 1} (early stopping's)"
+        elif restored is None:
+            kept = "restored the weights from the start of this fit"
+        else:
+            kept = f"restored the weights from the end of epoch {restored + 1}, the last finite ones"
+        error = TrainingDivergedError(
+            f"the loss became {value} at {where}: training diverged; {kept}. Lower the learning rate "
             f"(now {self.optimizer.lr}), standardise the inputs, or set clip_norm in compile()."
         )
+        error.epoch, error.restored_epoch = epoch, restored
+        raise error
 
     # --- files ----------------------------------------------------------------------
     def save(self, path):
@@ -651,6 +697,46 @@ class Sequential:
         from mlp import io
 
         io.save(self, path)
+
+
+class _Snapshot:
+    """The weights and optimizer state at the start of an epoch: where a diverging fit returns
+    to, so that a model never keeps NaN weights (a copy of the buffers per epoch)."""
+
+    def __init__(self, model, first_epoch):
+        self.model, self.first_epoch, self.epoch = model, first_epoch, None
+
+    def take(self, epoch):
+        optimizer = self.model.optimizer
+        self.epoch, self.params = epoch, self.model.params.copy()
+        self.state = {name: value.copy() for name, value in optimizer.state_arrays().items()}
+        self.step = getattr(optimizer, "step", None)
+
+    def restore(self):
+        """Put the state back; returns the epoch whose end it is (None: the start of the fit)."""
+        optimizer = self.model.optimizer
+        self.model.params[...] = self.params
+        for name, value in optimizer.state_arrays().items():
+            value[...] = self.state[name]
+        if self.step is not None:
+            optimizer.step = self.step
+        self.model._kernel_cache.clear()  # compiled steps may cache derived state
+        return self.epoch - 1 if self.epoch > self.first_epoch else None
+
+
+def _check_unshared(layers):
+    """A layer object belongs to one place in one model: its W and b are views into that
+    model's parameter buffer (and Dropout keeps its mask for the backward pass), so a second
+    use would train one copy and predict with another."""
+    seen = set()
+    for layer in layers:
+        if id(layer) in seen:
+            raise ValueError(f"{layer!r} is used twice in this model; give each position a layer of "
+                             "its own (a new Dense(...) or Dropout(...))")
+        seen.add(id(layer))
+        if layer.owner is not None:
+            raise ValueError(f"{layer!r} already belongs to another model, which trains its weights; "
+                             "build this model from new layers, or copy the other with model.clone()")
 
 
 def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,

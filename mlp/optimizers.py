@@ -2,6 +2,7 @@
 over the whole flat parameter buffer (one fused update on backends that fuse)."""
 from __future__ import annotations
 
+from mlp.owned import Owned
 from mlp.validation import number
 
 
@@ -9,7 +10,7 @@ def _check(value, name, low=0.0, high=None, low_open=False):
     return number(value, name, low=low, high=high, low_open=low_open, high_open=high is not None)
 
 
-class Optimizer:
+class Optimizer(Owned):
     name = "optimizer"
 
     def __init__(self, lr):

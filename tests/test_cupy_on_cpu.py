@@ -17,6 +17,10 @@ from tests.test_conformance import (  # noqa: F401  (collected here, against the
     test_gradients_match_reference,
     test_training_trajectory_matches_reference,
 )
+from tests.test_edges import (  # noqa: F401  (collected here, against the stand-in)
+    test_divergence_restores_the_last_finite_weights,
+    test_float64_input_beyond_float32_range_is_refused_before_training,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the kernels for the CPU")
 

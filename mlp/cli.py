@@ -1,15 +1,30 @@
 """The `mlp` command line: train, evaluate, predict, info (and bench, in mlp.bench).
-Errors in arguments or data are one clear line, never a traceback."""
+
+A model trained here carries its preprocessing (input scaling, class labels, where its data
+came from and how the test split was drawn), so evaluate and predict read data as train did.
+
+Exit codes: 0 done; 2 a problem with the arguments, data, files or settings, said in one line
+`mlp <command>: error: ...`; 1 a run that failed (training diverged, a rank failed), also in
+one line; only a bug in mlp shows a traceback, and asks to be reported.
+"""
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import os
 import sys
 
 import numpy as np
 
+FILE_DATASETS = ("mnist", "fashion-mnist")
+CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
+SPLITS = ("test", "train", "all")
+MISSING_LABELS = ("", "nan", "na", "n/a", "null", "none")  # read as "no label", never as a class
 
-def _ints(text):
+
+# --- argument types ----------------------------------------------------------------------------
+def positive_ints(text):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -19,57 +34,242 @@ def _ints(text):
     return values
 
 
-FILE_DATASETS = ("mnist", "fashion-mnist")
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
-def _load_data(source, seed, data_dir=None, split="train"):
-    """A built-in dataset name, mnist/fashion-mnist (IDX files in --data-dir), or an .npz
-    (arrays X and y) / .csv (last column y) file."""
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def share(text):
+    """A fraction strictly between 0 and 1 (the test share)."""
+    value = finite_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+# --- data -----------------------------------------------------------------------------------
+def _read_npz(path):
+    """(X, y or None) from an .npz holding X (and y)."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "X" not in f:
+                raise ValueError(f"{path} must hold an array named 'X' (and 'y' for labels); it has {list(f.keys())}")
+            return f["X"], f.get("y")
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz file: {error}") from None
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # never suggest unpickling a data file
+            raise ValueError(f"{path} holds object arrays; X and y must be plain numeric "
+                             "(or, for y, string) arrays") from None
+        raise
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _read_csv(path, n_features=None):
+    """(X, y or None) from a CSV file: one sample per row, the class or target in the last
+    column; a first row that is not numeric is a header. With `n_features`, a row of exactly
+    that many columns has no label (data to predict)."""
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    if rows and any(_number(cell) is None for cell in rows[0][:-1]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise ValueError(f"{path} holds no data rows")
+    width = len(rows[0])
+    for number, row in enumerate(rows, 1):
+        if len(row) != width:
+            raise ValueError(f"{path}: data row {number} has {len(row)} columns but the first has {width}")
+    labelled = n_features is None or width != n_features
+    if labelled and width < 2:
+        raise ValueError(f"{path} needs feature columns and a last column of labels; it has {width} column")
+    table = np.array(rows, dtype=str)
+    features = table[:, :-1] if labelled else table
+    try:
+        X = features.astype(np.float64)
+    except ValueError:
+        r, c = next((r, c) for r, row in enumerate(features) for c, cell in enumerate(row) if _number(cell) is None)
+        raise ValueError(f"{path}: data row {r + 1}, column {c + 1} is {features[r, c]!r}, not a number") from None
+    return X, (_csv_labels(table[:, -1], path) if labelled else None)
+
+
+def _csv_labels(cells, path):
+    """The label column as numbers when every label is one, else as strings."""
+    cells = np.char.strip(cells)
+    missing = np.isin(np.char.lower(cells), MISSING_LABELS)
+    if missing.any():
+        raise ValueError(f"{path}: data row {int(np.argmax(missing)) + 1} has no label ({str(cells[missing][0])!r} in "
+                         "the last column): remove or fill in the rows without a label")
+    numbers = [_number(cell) for cell in cells]
+    return cells if any(n is None for n in numbers) else np.array(numbers)
+
+
+def _checked_labels(y, source):
+    """Labels without NaN; whole-number floats (1.0, 2.0 from a CSV) become integers, so
+    the classes read 1 and 2."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise ValueError(f"the labels of {source} contain {y[bad][0]} (sample {int(np.argmax(bad.reshape(-1)))}): "
+                             "remove or fill in those samples")
+        if (y == np.round(y)).all() and (np.abs(y) < 2**53).all():
+            y = y.astype(np.int64)
+    elif y.dtype.kind not in "iubUS":
+        raise ValueError(f"the labels of {source} must be numbers or strings; got an array of {y.dtype}")
+    return y
+
+
+def load_data(source, seed=None, data_dir=None, split="train", n_features=None):
+    """(X, y) of a built-in dataset, mnist/fashion-mnist (IDX files in `data_dir`), an .npz
+    (arrays X and y) or a .csv file (labels in the last column); y is None for a file without
+    labels (only with `n_features`, for predict)."""
     from mlp import datasets
 
     if source in FILE_DATASETS:
         if not data_dir:
-            raise ValueError(f"--data {source} reads the original IDX files: give their folder with --data-dir")
-        return datasets.mnist(data_dir, split)
-    if source == "digits":
-        return datasets.digits()
-    if source in datasets.DATASETS:
-        return datasets.load(source, seed=seed) if source != "xor" else datasets.xor()
-    if source.endswith(".npz"):
-        with np.load(source, allow_pickle=False) as f:
-            if "X" not in f or "y" not in f:
-                raise ValueError(f"{source} must hold arrays named 'X' and 'y'; it has {list(f.keys())}")
-            return f["X"], f["y"]
-    if source.endswith(".csv"):
-        table = np.loadtxt(source, delimiter=",", ndmin=2)
-        return table[:, :-1], table[:, -1]
-    raise ValueError(f"unknown data {source!r}: give a built-in dataset "
-                     f"({', '.join(datasets.DATASETS)}, digits), mnist/fashion-mnist with --data-dir, "
-                     "or a .npz/.csv file")
+            raise ValueError(f"{source} reads the original IDX files: give their folder with --data-dir")
+        try:
+            X, y = datasets.mnist(data_dir, split)
+        except EOFError as error:  # gzip's message names no file
+            raise ValueError(f"a {split} IDX file in {data_dir!r} is truncated: {error}") from None
+    elif source == "digits":
+        X, y = datasets.digits()
+    elif source == "xor":
+        X, y = datasets.xor()
+    elif source in datasets.DATASETS:
+        X, y = datasets.load(source, seed=seed)
+    elif source.endswith(".npz"):
+        X, y = _read_npz(source)
+    elif source.endswith(".csv"):
+        X, y = _read_csv(source, n_features)
+    else:
+        raise ValueError(f"unknown data {source!r}: give a built-in dataset "
+                         f"({', '.join(datasets.DATASETS)}, digits), mnist/fashion-mnist with --data-dir, "
+                         "or a .npz/.csv file")
+    if y is not None:
+        y = _checked_labels(y, source)
+        if len(y) != len(X):
+            raise ValueError(f"{source} has {len(X)} samples in X but {len(y)} labels")
+    return X, y
+
+
+def _classes(y, loss, source):
+    """The sorted class labels of a classification task, checked for `loss`."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(f"--loss {loss} needs one class label per sample; {source} has labels of shape "
+                         f"{y.shape} (for one-hot rows, give their argmax)")
+    classes = np.unique(y)
+    needed = "2" if loss == "binary_cross_entropy" else "at least 2"
+    if len(classes) < 2 or (loss == "binary_cross_entropy" and len(classes) != 2):
+        raise ValueError(f"--loss {loss} needs {needed} classes; {source} has {len(classes)} "
+                         f"({', '.join(map(str, classes[:10]))})")
+    return classes
+
+
+# --- train -----------------------------------------------------------------------------------
+def _check_writable(path, option):
+    """Before training: the folder of an output file exists, and the path is not a folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path!r}: the folder {folder!r} is not writable")
+
+
+def _check_plot(path):
+    _check_writable(path, "--plot")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'mlp[plot]'") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        raise ValueError(f"--plot {path!r}: give a file name ending in one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+
+
+def _split(args):
+    """(X_train, X_test, y_train, y_test, record of the data and its split)."""
+    from mlp import train_test_split
+    from mlp.preprocessing import fingerprint
+
+    X, y = load_data(args.data, args.seed, args.data_dir, "train")
+    if args.data in FILE_DATASETS:  # the dataset's own test files
+        X_test, y_test = load_data(args.data, args.seed, args.data_dir, "test")
+        return X, X_test, y, y_test, {"source": args.data}
+    n_test = round(len(X) * args.test)
+    if not 1 <= n_test < len(X):
+        raise ValueError(f"--test {args.test} holds out {n_test} of {len(X)} samples; both the training "
+                         "and the test part need at least one")
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test=args.test, seed=args.seed)
+    record = {"source": args.data, "seed": args.seed, "test": args.test, "n_samples": len(X),
+              "sha256": fingerprint(X, y)}
+    return X_train, X_test, y_train, y_test, record
 
 
 def cmd_train(args):
     import mlp
+    from mlp.preprocessing import Preprocessing
 
-    X, y = _load_data(args.data, args.seed, args.data_dir, "train")
-    if args.data in FILE_DATASETS:  # the dataset's own test split
-        X_train, y_train = X, y
-        X_test, y_test = _load_data(args.data, args.seed, args.data_dir, "test")
+    for path, option in ((args.output, "--output"), (args.plot, "--plot")):
+        if path:
+            _check_writable(path, option)
+    if args.plot:
+        _check_plot(args.plot)
+    X_train, X_test, y_train, y_test, record = _split(args)
+    classification = args.loss in CLASSIFICATION
+    classes = _classes(np.concatenate([y_train, y_test]), args.loss, args.data) if classification else None
+    if classification:
+        n_out = len(classes) if args.loss == "cross_entropy" else 1
     else:
-        X_train, X_test, y_train, y_test = mlp.train_test_split(X, y, test=args.test, seed=args.seed)
-    classification = args.loss in ("cross_entropy", "binary_cross_entropy")
-    if classification:  # any label values: encoded as 0..k-1
-        classes, y_train = np.unique(np.asarray(y_train).reshape(-1), return_inverse=True)
-        y_test = np.searchsorted(classes, np.asarray(y_test).reshape(-1))
-    n_out = (len(classes) if args.loss == "cross_entropy" else 1) if classification else \
-        (1 if np.ndim(y) == 1 else np.shape(y)[1])
-    sizes = [X.shape[1], *args.hidden, n_out]
+        n_out = 1 if np.ndim(y_train) == 1 else np.shape(y_train)[1]
+    sizes = [X_train.shape[1], *args.hidden, n_out]
     output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(args.loss, "identity")
-    scaler = mlp.StandardScaler().fit(X_train)
     model = mlp.MLP(sizes, activation=args.activation, output=output, backend=args.backend,
                     seed=args.seed, dropout=args.dropout)
     optimizer = mlp.Adam(lr=args.lr) if args.optimizer == "adam" else mlp.SGD(lr=args.lr, momentum=0.9)
     model.compile(loss=args.loss, optimizer=optimizer, l2=args.l2)
+    # Scaling fitted on the training part only; classes from all labels (the task's classes).
+    # The model applies both wherever data enters, here and after loading.
+    model.preprocessing = Preprocessing.from_scaler(mlp.StandardScaler().fit(X_train), classes, record)
     distributed = mlp.distributed.requested(args.distributed or None)
     rank = mlp.distributed.get_world(model.backend).rank if distributed else 0
     if rank != 0:  # rank 0 speaks and writes for the job
@@ -77,19 +277,69 @@ def cmd_train(args):
     print(f"training {'-'.join(map(str, sizes))} ({args.activation}, {output} output) on "
           f"{args.data}: {len(X_train)} train / {len(X_test)} test samples, backend "
           f"{model.backend.name}", file=sys.stderr)
-    history = model.fit(scaler.transform(X_train), y_train, epochs=args.epochs, batch_size=args.batch_size,
+    history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.validation, verbose=1, distributed=distributed)
-    result = model.evaluate(scaler.transform(X_test), y_test)
+    result = model.evaluate(X_test, y_test)
     print("test " + " - ".join(f"{k} {v:.4f}" for k, v in result.items()))
-    if args.plot:
+    if args.plot and rank == 0:
         from mlp import plots
 
         plots.training_curves(history, args.plot, title=f"{args.data}: {'-'.join(map(str, sizes))}")
         print(f"wrote the training curves to {args.plot}", file=sys.stderr)
     if args.output and rank == 0:
         model.save(args.output)
-        print(f"saved the model to {args.output}", file=sys.stderr)
+        again = f"mlp evaluate {args.output} --split test"
+        print(f"saved the model to {args.output} (`{again}` scores the same test split)", file=sys.stderr)
     return 0
+
+
+# --- evaluate and predict ------------------------------------------------------------------------
+def _record(model):
+    return model.preprocessing.data if model.preprocessing is not None and model.preprocessing.data else None
+
+
+def _scored_data(args, model, labelled):
+    """(X, y, description) of what evaluate/predict score: DATA (or the model's recorded
+    training data) and --split of it."""
+    from mlp import datasets, train_test_split
+    from mlp.preprocessing import fingerprint
+
+    record = _record(model)
+    source = args.data or (record or {}).get("source")
+    if source is None:
+        raise ValueError(f"give the data to score: {args.model} does not record the data it was trained on")
+    same_source = record is not None and record["source"] == source
+    if source in FILE_DATASETS:
+        split = args.split or "test"
+        if split == "all":
+            raise ValueError(f"{source} comes as a train and a test set: give --split train or --split test")
+        X, y = load_data(source, None, args.data_dir, split, n_features=model.n_in)
+        return X, y, f"{source} {split} set ({len(X)} samples)"
+    split = args.split or "all"
+    if split == "all":
+        seed = args.seed if args.seed is not None else (record.get("seed") if same_source else None)
+        seed = 0 if seed is None else seed  # what mlp train uses by default
+        X, y = load_data(source, seed, args.data_dir, n_features=model.n_in)
+        seeded = source in datasets.DATASETS and source != "xor"
+        described = f"{source}{f' (seed {seed})' if seeded else ''}, all {len(X)} samples"
+        if same_source and record.get("test") and record.get("n_samples") == len(X) and labelled:
+            described += f" (the model trained on {len(X) - round(len(X) * record['test'])} of them: " \
+                         "--split test scores the held-out part)"
+        return X, y, described
+    if not same_source or record.get("test") is None:
+        trained = f"trained on {record['source']!r}" if record else "does not record its training data"
+        raise ValueError(f"--split {split} redraws the split mlp train made, but {args.model} {trained}; "
+                         f"score all of {source} with --split all")
+    if args.seed is not None and args.seed != record["seed"]:
+        raise ValueError(f"--split {split} uses the seed train recorded ({record['seed']}); leave out --seed")
+    X, y = load_data(source, record["seed"], args.data_dir, n_features=model.n_in)
+    if y is None or len(X) != record["n_samples"] or fingerprint(X, y) != record["sha256"]:
+        raise ValueError(f"{source} is not the data {args.model} was trained on (it has changed: "
+                         f"{len(X)} samples now, {record['n_samples']} then), so its split cannot be redrawn")
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test=record["test"], seed=record["seed"])
+    X, y = (X_test, y_test) if split == "test" else (X_train, y_train)
+    return X, y, (f"{source}, held-out test split" if split == "test" else f"{source}, training split") + \
+        f": {len(X)} of {record['n_samples']} samples (seed {record['seed']}, test share {record['test']})"
 
 
 def cmd_evaluate(args):
@@ -98,20 +348,45 @@ def cmd_evaluate(args):
     model = mlp.load(args.model, backend=args.backend)
     if model.loss is None:
         raise ValueError(f"{args.model} was saved before compile(): it has no loss to evaluate")
-    X, y = _load_data(args.data, args.seed, args.data_dir, "test")
-    print(" - ".join(f"{k} {v:.4f}" for k, v in model.evaluate(X, y).items()))
+    X, y, described = _scored_data(args, model, labelled=True)
+    if y is None:
+        raise ValueError(f"{args.data} has no labels to evaluate against (a label column after the "
+                         f"{model.n_in} features)")
+    print(f"{described}: " + " - ".join(f"{k} {v:.4f}" for k, v in model.evaluate(X, y).items()))
     return 0
+
+
+def _is_classifier(model):
+    classes = model.preprocessing is not None and model.preprocessing.classes is not None
+    output = model.dense_layers[-1].activation.name
+    return classes or output == "softmax" or (output == "sigmoid" and model.n_out == 1)
 
 
 def cmd_predict(args):
     import mlp
 
     model = mlp.load(args.model, backend=args.backend)
-    X, _ = _load_data(args.data, args.seed, args.data_dir, "test")
-    np.savetxt(sys.stdout, model.predict(X), fmt="%.6g", delimiter=",")
+    X, _, described = _scored_data(args, model, labelled=False)
+    print(f"predicting {described}", file=sys.stderr)
+    if not _is_classifier(model):
+        if args.proba:
+            raise ValueError(f"--proba: {args.model} is not a classifier (its outputs are not class probabilities)")
+        np.savetxt(sys.stdout, model.predict(X), fmt="%.6g", delimiter=",")
+        return 0
+    if not args.proba:
+        sys.stdout.write("".join(f"{label}\n" for label in model.predict_classes(X).tolist()))
+        return 0
+    probabilities = model.predict(X).astype(np.float64)
+    if probabilities.shape[1] == 1:  # one sigmoid unit: P(second class)
+        probabilities = np.hstack([1.0 - probabilities, probabilities])
+    classes = model.preprocessing.classes if model.preprocessing is not None and model.preprocessing.classes \
+        else range(probabilities.shape[1])
+    csv.writer(sys.stdout, lineterminator="\n").writerow([str(c) for c in classes])
+    np.savetxt(sys.stdout, probabilities, fmt="%.6g", delimiter=",")
     return 0
 
 
+# --- info ------------------------------------------------------------------------------------
 def cuda_libraries() -> dict:
     """Which CUDA libraries the dynamic loader can find (driver, runtime, cuBLAS, NVRTC)."""
     import ctypes.util
@@ -120,21 +395,42 @@ def cuda_libraries() -> dict:
             (("driver", "cuda"), ("runtime", "cudart"), ("cuBLAS", "cublas"), ("NVRTC", "nvrtc"))}
 
 
+def _default_backend_line():
+    from mlp import config
+    from mlp.errors import ConfigurationError
+
+    try:
+        name = config.backend_name()
+    except ConfigurationError:
+        return "  default backend: none, MLP_BACKEND is invalid (see below)"
+    set_by = f"MLP_BACKEND={os.environ['MLP_BACKEND'].strip()}" if os.environ.get("MLP_BACKEND", "").strip() \
+        else "MLP_BACKEND unset"
+    return f"  default backend: {name} ({set_by})"
+
+
 def cmd_info(args):
     import importlib.util
     import platform
 
     import mlp
+    from mlp import config
     from mlp.backends import _blas, names, unavailable_reason
     from mlp.bench import machine
+    from mlp.errors import MLPError
     from mlp.kernels import cuda_toolchain
 
     print(f"mlp {mlp.__version__} on Python {platform.python_version()} ({platform.machine()}), "
           f"NumPy {np.__version__}")
     print(f"CPU: {machine.cpu_model()}, {os.cpu_count()} cores")
     for name in names():
-        reason = unavailable_reason(name)
+        try:
+            reason = unavailable_reason(name)
+        except MLPError as error:  # a setting it reads is invalid
+            reason = str(error)
         print(f"  backend {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
+    print(_default_backend_line())
+    for problem in config.problems():
+        print(f"  INVALID SETTING: {problem}")
     for lib in machine.blas():
         print("  BLAS: " + ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None))
     gemm = _blas.gemm(np.float32)
@@ -157,6 +453,7 @@ def cmd_info(args):
     return 0
 
 
+# --- parser and errors ---------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
     """An argument error is one line (which command, what was wrong), not a usage dump."""
 
@@ -172,34 +469,46 @@ def build_parser():
     train.add_argument("--data", default="spirals",
                        help="spirals, moons, circles, xor, digits, mnist, fashion-mnist, or a .npz/.csv file")
     train.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
-    train.add_argument("--validation", type=float, default=0.0, help="share of training data for validation")
+    train.add_argument("--validation", type=finite_float, default=0.0,
+                       help="share of training data for validation")
     train.add_argument("--plot", default=None, help="write the training curves to this PNG")
-    train.add_argument("--hidden", type=_ints, default=[64, 64], help="hidden sizes, e.g. 64,64")
+    train.add_argument("--hidden", type=positive_ints, default=[64, 64], help="hidden sizes, e.g. 64,64")
     train.add_argument("--activation", default="tanh")
     train.add_argument("--loss", default="cross_entropy",
                        choices=["cross_entropy", "binary_cross_entropy", "mse", "mae", "sse"])
     train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    train.add_argument("--lr", type=float, default=0.01)
-    train.add_argument("--l2", type=float, default=0.0)
-    train.add_argument("--dropout", type=float, default=0.0)
-    train.add_argument("--epochs", type=int, default=200)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--test", type=float, default=0.25, help="share of data held out for testing")
+    train.add_argument("--lr", type=finite_float, default=0.01)
+    train.add_argument("--l2", type=finite_float, default=0.0)
+    train.add_argument("--dropout", type=finite_float, default=0.0)
+    train.add_argument("--epochs", type=positive_int, default=200)
+    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument("--test", type=share, default=0.25, help="share of data held out for testing")
     train.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=non_negative_int, default=0,
+                       help="seed of the data (built-in datasets), the split and the initial weights")
     train.add_argument("--output", "-o", default=None, help="save the trained model here (.npz)")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the ranks of mpiexec -n N (or MLP_DISTRIBUTED=1)")
     train.set_defaults(run=cmd_train)
 
     for name, run, text in (("evaluate", cmd_evaluate, "evaluate a saved model on data"),
-                            ("predict", cmd_predict, "print a saved model's outputs as CSV")):
+                            ("predict", cmd_predict, "print a saved model's predicted classes (or outputs)")):
         command = sub.add_parser(name, help=text)
         command.add_argument("model", help="a model file saved by mlp train -o or model.save()")
-        command.add_argument("data", help="a built-in dataset, mnist/fashion-mnist, or a .npz/.csv file")
+        command.add_argument("data", nargs="?", default=None,
+                             help="a built-in dataset, mnist/fashion-mnist, or a .npz/.csv file (default: the "
+                                  "data the model was trained on, as recorded by mlp train)")
+        command.add_argument("--split", choices=SPLITS, default=None,
+                             help="test: the held-out part mlp train reported (the same seed and share); "
+                                  "train: the rest; all: every sample (default; mnist: its test set)")
         command.add_argument("--backend", default=None)
-        command.add_argument("--seed", type=int, default=0, help="seed of a built-in synthetic dataset")
+        command.add_argument("--seed", type=non_negative_int, default=None,
+                             help="seed of a built-in synthetic dataset (default: the one train used)")
         command.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")
+        if name == "predict":
+            command.add_argument("--proba", action="store_true",
+                                 help="print class probabilities (a header row of class names, then one "
+                                      "row per sample) instead of the predicted classes")
         command.set_defaults(run=run)
 
     from mlp.bench.__main__ import add_arguments, run_from_args
@@ -213,18 +522,45 @@ def build_parser():
     return parser
 
 
+def _one_line(error) -> str:
+    text = " | ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return text or type(error).__name__
+
+
+def run_command(command, run, args) -> int:
+    """Run one command with the CLI's error contract (see the module docstring)."""
+    import subprocess
+    import traceback
+
+    from mlp.distributed import DistributedError
+    from mlp.errors import DeviceMemoryError, MLPError, TrainingDivergedError
+
+    failed_run = (TrainingDivergedError, DistributedError, DeviceMemoryError, MemoryError, RuntimeError,
+                  subprocess.SubprocessError)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (mlp predict ... | head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except failed_run as error:
+        print(f"mlp {command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except (MLPError, ValueError, OSError, ImportError, EOFError) as error:
+        print(f"mlp {command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        traceback.print_exc()
+        print(f"mlp {command}: internal error ({type(error).__name__}): this is a bug in mlp. Please report it "
+              "with the command line and the traceback above.", file=sys.stderr)
+        return 1
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from mlp.errors import MLPError
-
-    try:
-        return args.run(args)
-    except (MLPError, ValueError, OSError, RuntimeError, ImportError) as error:
-        print(f"mlp {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.command, args.run, args)
 
 
 if __name__ == "__main__":

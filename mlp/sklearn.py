@@ -3,6 +3,11 @@
 They follow scikit-learn's conventions (parameters stored as given in __init__, fitted
 attributes ending in '_', input validation by scikit-learn's own checks), so they work in
 Pipeline, GridSearchCV and cross_val_score. scikit-learn is an optional extra.
+
+The fitted network is `model_`, an mlp model. A classifier's model carries its classes
+(`model_.preprocessing`), so `est.save(path)` (or `est.model_.save(path)`) writes them into
+the model file: `mlp.load(path).predict_classes(X)` gives the original labels, and
+`mlp evaluate` / `mlp predict` read the file like one from `mlp train`.
 """
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 except ImportError:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("mlp.MLPClassifier and mlp.MLPRegressor need scikit-learn: "
                       "pip install 'mlp[sklearn]'") from None
 
 import mlp
+from mlp.preprocessing import Preprocessing
 
 
 class _MLPEstimator(BaseEstimator):
@@ -46,8 +53,9 @@ class _MLPEstimator(BaseEstimator):
     # --- building ---------------------------------------------------------------------
     def _build(self, n_features, n_outputs):
         sizes = [n_features, *np.atleast_1d(self.hidden_layer_sizes).tolist(), n_outputs]
+        # an int seeds the model as given; a RandomState (scikit-learn's convention) gives one draw
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) or self.random_state is None \
-            else int(np.random.RandomState(self.random_state).randint(2**31))
+            else int(check_random_state(self.random_state).randint(2**31))
         model = mlp.MLP(sizes, activation=self.activation, output=self._output, backend=self.backend,
                         dtype=self.dtype, seed=seed)
         if self.optimizer == "adam":
@@ -62,10 +70,14 @@ class _MLPEstimator(BaseEstimator):
     def _fit(self, X, targets, epochs, incremental):
         reuse = hasattr(self, "model_") and (incremental or self.warm_start)
         if reuse and (self.model_.n_in != X.shape[1] or self.model_.n_out != self._n_outputs(targets)):
-            raise ValueError(f"X has {X.shape[1]} features (and the targets {self._n_outputs(targets)} "
-                             f"outputs) but the fitted model has {self.model_.n_in} and {self.model_.n_out}")
+            if self.model_.n_in != X.shape[1]:  # scikit-learn's own wording
+                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                                 f"{self.model_.n_in} features as input.")
+            raise ValueError(f"the targets have {self._n_outputs(targets)} outputs (classes) but the fitted "
+                             f"model has {self.model_.n_out}; fit anew without warm_start")
         if not reuse:
             self.model_ = self._build(X.shape[1], self._n_outputs(targets))
+        self.model_.preprocessing = self._preprocessing()  # the classes of this fit, saved with the model
         stopper = None
         validation = 0.0
         if self.early_stopping and not incremental:
@@ -85,6 +97,15 @@ class _MLPEstimator(BaseEstimator):
         """Train for max_iter epochs (fewer with early_stopping)."""
         X, targets = self._validate(X, y, reset=True)
         return self._fit(X, targets, self.max_iter, incremental=False)
+
+    def _preprocessing(self):
+        return None
+
+    def save(self, path):
+        """Write the fitted network (and a classifier's classes) to `path`, an mlp model file:
+        `mlp.load(path)` reads it back as a model (see mlp.io)."""
+        check_is_fitted(self, "model_")
+        self.model_.save(path)
 
     def _predict_raw(self, X):
         check_is_fitted(self, "model_")
@@ -110,17 +131,20 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     def _n_outputs(self, targets):
         return len(self.classes_)
 
+    def _preprocessing(self):
+        return Preprocessing(classes=self.classes_)
+
     def _validate(self, X, y, reset, classes=None):
         X, y = check_X_y(X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         if reset or not hasattr(self, "classes_"):
             self.classes_ = np.unique(y) if classes is None else np.unique(classes)
             if len(self.classes_) < 2:
-                raise ValueError(f"MLPClassifier needs at least 2 classes; got {list(self.classes_)}")
+                raise ValueError(f"MLPClassifier needs at least 2 classes; got 1 class: {list(self.classes_)}")
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if unknown.size:
             raise ValueError(f"y contains labels {list(unknown)} that are not in classes_ {list(self.classes_)}")
-        return X, np.searchsorted(self.classes_, y)
+        return X, y  # the original labels: the model maps them to its output units by its classes
 
     def partial_fit(self, X, y, classes=None):
         """One epoch on (X, y). The first call must give `classes` (all labels there will be)."""

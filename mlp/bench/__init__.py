@@ -224,7 +224,11 @@ def plot(report, path):
 
 
 def write(report, out_dir, stem="bench"):
-    """JSON, markdown table and (if matplotlib is installed) PNG plot; returns their paths."""
+    """JSON, markdown table and (if matplotlib is installed) PNG plot; returns their paths.
+    `stem` is a file name: the files go into `out_dir` and nowhere else."""
+    if not isinstance(stem, str) or not stem or stem in (".", "..") or os.path.basename(stem) != stem \
+            or (os.altsep and os.altsep in stem):
+        raise ValueError(f"the stem of the benchmark files must be a file name without folders; got {stem!r}")
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, f"{stem}.json"), "table": os.path.join(out_dir, f"{stem}.md")}
     with open(paths["json"], "w") as f:
@@ -234,6 +238,8 @@ def write(report, out_dir, stem="bench"):
         f.write(f"# {stem}\n\nMachine: {m['cpu']}, {m['cores']} cores"
                 + (f", GPU {m['gpu']}" if m["gpu"] else "") + f"; {m['dtype']}, {m['threads']} threads; "
                 f"{report['date']}.\nCommand: `{m['command']}`\n\n" + table(report))
+    if not any("error" not in r for r in report["results"]):
+        return paths  # every case failed: nothing to plot
     try:
         plot(report, os.path.join(out_dir, f"{stem}.png"))
         paths["plot"] = os.path.join(out_dir, f"{stem}.png")

@@ -1,50 +1,107 @@
-"""`mlp bench` / `python -m mlp.bench`: the benchmark harness from the command line."""
+"""`mlp bench` / `python -m mlp.bench`: the benchmark harness from the command line.
+Every option is checked as it is parsed: a bad value is one line and exit code 2, before
+anything is measured or written."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+
+from mlp.cli import Parser, positive_int, positive_ints, run_command
+
+MODES = ("train", "infer")
 
 
 def _csv(text):
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _names(allowed, what, extra=()):
+    """An argument type: comma-separated names, each one of `allowed` (or of `extra`)."""
+    def parse(text):
+        names = _csv(text)
+        unknown = [name for name in names if name not in (*allowed, *extra)]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(map(repr, unknown or [text]))}; "
+                                             f"choose from {', '.join((*allowed, *extra))}")
+        return names
+    return parse
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _sizes(text):
+    sizes = positive_ints(text)
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"a network needs an input and an output size at least, e.g. 784,256,10; "
+                                         f"got {text!r}")
+    return sizes
+
+
+def stem(text):
+    """A file name without a folder: the outputs go into --out and nowhere else."""
+    if not text or text in (".", "..") or any(sep and sep in text for sep in (os.sep, os.altsep, "/", "\\")) \
+            or "\0" in text:
+        raise argparse.ArgumentTypeError(f"--stem is a file name without folders (the files go into --out); "
+                                         f"got {text!r}")
+    return text
+
+
 def add_arguments(parser):
     from mlp.bench import DEFAULT_BATCH_SIZES
+    from mlp.bench.networks import NETWORKS
     from mlp.bench.references import FRAMEWORKS
 
     parser.add_argument("--backends", type=_csv, default=None,
                         help="comma-separated backends (default: every available one)")
-    parser.add_argument("--net", type=_csv, default=["tiny", "mnist"],
-                        help="networks: tiny, mnist, wide (default: tiny,mnist)")
-    parser.add_argument("--sizes", type=_csv, default=None, help="a custom network, e.g. 784,256,10")
-    parser.add_argument("--batch-sizes", type=_csv, default=[str(b) for b in DEFAULT_BATCH_SIZES])
-    parser.add_argument("--modes", type=_csv, default=["train", "infer"])
+    parser.add_argument("--net", type=_names(tuple(NETWORKS), "network"), default=["tiny", "mnist"],
+                        help=f"networks: {', '.join(NETWORKS)} (default: tiny,mnist)")
+    parser.add_argument("--sizes", type=_sizes, default=None, help="a custom network, e.g. 784,256,10")
+    parser.add_argument("--batch-sizes", type=positive_ints, default=list(DEFAULT_BATCH_SIZES))
+    parser.add_argument("--modes", type=_names(MODES, "mode"), default=list(MODES))
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--references", type=_csv, default=None,
+    parser.add_argument("--references", type=_names(FRAMEWORKS, "reference", ("none",)), default=None,
                         help=f"any of {', '.join(FRAMEWORKS)}, or 'none' (default: those installed)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for every implementation")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per repeat, at least")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=None, help="threads for every implementation")
+    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--min-time", type=_seconds, default=0.05, help="seconds per repeat, at least")
+    parser.add_argument("--rounds", type=positive_int, default=1,
                         help="measure everything this many times in turn and keep each case's fastest "
                              "round (a shared, noisy machine)")
-    parser.add_argument("--device", default="cpu", help="device for the references: cpu or cuda")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for the references")
     parser.add_argument("--out", default="bench-results", help="folder for JSON, table and plot")
-    parser.add_argument("--stem", default="bench", help="file name stem of the outputs")
+    parser.add_argument("--stem", type=stem, default="bench", help="file name stem of the outputs (no folders)")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--scaling", default=None, metavar="RANKS",
+    parser.add_argument("--scaling", type=positive_ints, default=None, metavar="RANKS",
                         help="data-parallel scaling instead: rank counts such as 1,2,4 (mpiexec jobs; "
                              "the first --net, --batch-sizes per rank or global, the first --backends)")
 
 
+def _check_out(folder):
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {folder!r} is a file; give a folder (it is created if missing)")
+
+
 def run_from_args(args):
+    _check_out(args.out)
     if args.scaling:
         from mlp.bench import scaling
+        from mlp.distributed import mpiexec_path
 
-        return scaling.main(["--ranks", args.scaling, "--net", args.net[0], "--batch", args.batch_sizes[0],
-                             "--backend", (args.backends or ["numpy"])[0], "--dtype", args.dtype,
-                             "--out", args.out, "--stem", args.stem])
+        if mpiexec_path() is None:
+            raise ValueError("--scaling launches mpiexec jobs, and there is no mpiexec: pip install mpich mpi4py")
+        return scaling.main(["--ranks", ",".join(map(str, args.scaling)), "--net", args.net[0],
+                             "--batch", str(args.batch_sizes[0]), "--backend", (args.backends or ["numpy"])[0],
+                             "--dtype", args.dtype, "--out", args.out, "--stem", args.stem])
     import mlp.bench as bench
     from mlp.backends import available, get_backend
     from mlp.bench.networks import NETWORKS, custom
@@ -52,17 +109,9 @@ def run_from_args(args):
     backends = args.backends or available()
     for name in backends:
         get_backend(name)  # unknown or unavailable: a clear error before anything runs
-    networks = []
-    for name in args.net:
-        if name not in NETWORKS:
-            raise ValueError(f"unknown network {name!r}; standard networks: {', '.join(NETWORKS)} "
-                             "(or --sizes 784,256,10)")
-        networks.append(NETWORKS[name])
-    if args.sizes:
-        networks = [custom([int(s) for s in args.sizes])]
-    batch_sizes = [int(b) for b in args.batch_sizes]
+    networks = [custom(args.sizes)] if args.sizes else [NETWORKS[name] for name in args.net]
     references = [] if args.references == ["none"] else args.references
-    report = bench.run(backends, networks, batch_sizes, args.modes, args.dtype, references,
+    report = bench.run(backends, networks, args.batch_sizes, args.modes, args.dtype, references,
                        args.threads, {"repeats": args.repeats, "min_repeat_time": args.min_time},
                        progress=not args.quiet, device=args.device, rounds=args.rounds)
     paths = bench.write(report, args.out, args.stem)
@@ -72,14 +121,10 @@ def run_from_args(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="mlp bench", description=__doc__)
+    parser = Parser(prog="mlp bench", description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mlp bench: error: {error}", file=sys.stderr)
-        return 2
+    return run_command("bench", run_from_args, args)
 
 
 if __name__ == "__main__":

@@ -357,6 +357,7 @@ def cmd_evaluate(args):
 
 
 def _is_classifier(model):
+    """Whether the model gives one class per sample (see Sequential.predict_classes)."""
     classes = model.preprocessing is not None and model.preprocessing.classes is not None
     output = model.dense_layers[-1].activation.name
     return classes or output == "softmax" or (output == "sigmoid" and model.n_out == 1)

@@ -431,9 +431,10 @@ class Sequential:
         sigmoid unit: above 0.5), as the original label when the model carries its classes
         (mlp train, the scikit-learn estimators), else as a unit index."""
         classes = self._preprocessing is not None and self._preprocessing.classes is not None
-        if not classes and self.dense_layers[-1].activation.name not in ("softmax", "sigmoid"):
-            raise ValueError("predict_classes needs a classifier: a softmax or sigmoid output, or classes "
-                             "in model.preprocessing; this model's outputs are not class probabilities")
+        output = self.dense_layers[-1].activation.name
+        if not (classes or output == "softmax" or (output == "sigmoid" and self.n_out == 1)):
+            raise ValueError("predict_classes needs a classifier: a softmax output, one sigmoid unit, or classes "
+                             "in model.preprocessing; this model's outputs are not one class per sample")
         return preprocessing_mod.predicted_classes(self.predict(X, batch_size), self._preprocessing)
 
     def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False):

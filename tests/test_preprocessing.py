@@ -125,8 +125,9 @@ def test_save_and_load_keep_preprocessing(tmp_path):
 def test_predict_classes_needs_a_classifier():
     X = np.zeros((3, 2))
     assert mlp.MLP([2, 3], output="softmax").predict_classes(X).dtype.kind == "i"
-    with pytest.raises(ValueError, match="needs a classifier"):
-        mlp.MLP([2, 3]).predict_classes(X)
+    for not_one_class in (mlp.MLP([2, 3]), mlp.MLP([2, 3], output="sigmoid")):  # regression, multi-label
+        with pytest.raises(ValueError, match="needs a classifier"):
+            not_one_class.predict_classes(X)
 
 
 def test_fingerprint_tells_data_apart():

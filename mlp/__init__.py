@@ -1,17 +1,18 @@
 """mlp: multilayer perceptrons with hand-derived backpropagation on swappable array
 backends (NumPy reference, Numba, CuPy), chosen by MLP_BACKEND or `backend=`."""
-from mlp import activations, backends, checkpoint, data, datasets, losses, metrics, schedules
+from mlp import activations, backends, checkpoint, data, datasets, losses, metrics, preprocessing, schedules
 from mlp.backends import available as available_backends, get_backend
 from mlp.data import MinMaxScaler, StandardScaler, one_hot, train_test_split, train_val_test_split
 from mlp.diagnostics import diagnose
-from mlp.errors import (BackendUnavailableError, DeviceMemoryError, MLPError, ModelFileError,
-                        TrainingDivergedError)
+from mlp.errors import (BackendUnavailableError, ConfigurationError, DeviceMemoryError, MLPError,
+                        ModelFileError, TrainingDivergedError)
 from mlp.gradcheck import gradcheck
 from mlp.io import load
 from mlp.layers import Dense, Dropout
 from mlp.linear import Perceptron, least_squares
 from mlp.model import MLP, EarlyStopping, History, Sequential
 from mlp.optimizers import SGD, Adam
+from mlp.preprocessing import Preprocessing
 from mlp.schedules import CosineLR, ExponentialLR, ReduceLROnPlateau, StepLR
 
 __version__ = "0.1.0"
@@ -30,7 +31,8 @@ __all__ = [
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",
     "StandardScaler", "MinMaxScaler", "train_test_split", "train_val_test_split",
-    "MLPError", "BackendUnavailableError", "DeviceMemoryError", "ModelFileError", "TrainingDivergedError",
-    "activations", "backends", "checkpoint", "data", "datasets", "losses", "metrics", "schedules",
+    "Preprocessing", "MLPError", "BackendUnavailableError", "ConfigurationError", "DeviceMemoryError",
+    "ModelFileError", "TrainingDivergedError",
+    "activations", "backends", "checkpoint", "data", "datasets", "losses", "metrics", "preprocessing", "schedules",
     "MLPClassifier", "MLPRegressor",
 ]

@@ -124,10 +124,7 @@ class Sequential:
                 raise ValueError(f"layer sizes do not chain: {before!r} gives {before.n_out} outputs "
                                  f"but the next layer {after!r} expects n_in={after.n_in}")
         self.backend = get_backend(backend)
-        dtype = str(np.dtype(dtype or config.default_dtype()))
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        self.dtype = np.dtype(dtype)
+        self.dtype = _checked_dtype(dtype or config.default_dtype())
         self.seed = validation.seed(seed)
         init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(3)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
@@ -698,6 +695,16 @@ class Sequential:
         from mlp import io
 
         io.save(self, path)
+
+
+def _checked_dtype(dtype) -> np.dtype:
+    try:
+        name = str(np.dtype(dtype))
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return np.dtype(name)
 
 
 class _Snapshot:

@@ -287,3 +287,15 @@ def test_bench_write_refuses_a_stem_with_folders(tmp_path):
     with pytest.raises(ValueError, match="file name without folders"):
         bench.write({"results": []}, str(tmp_path / "D"), "../x")
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("args, option", [(["--ranks", "0"], "--ranks"), (["--stem", "../x"], "--stem"),
+                                          (["--modes", "weird"], "--modes"), (["--batch", "-1"], "--batch")])
+def test_the_scaling_benchmark_checks_its_options(args, option, capsys, tmp_path):
+    from mlp.bench import scaling
+
+    with pytest.raises(SystemExit) as exit_info:
+        scaling.main([*args, "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and option in error and len(error.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

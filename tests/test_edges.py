@@ -224,6 +224,9 @@ def test_predict_batch_size_none_is_the_whole_set():
     ({"seed": 1.5}, "seed"),
     ({"dropout": float("nan")}, "ropout"),
     ({"dropout": -0.5}, "ropout"),
+    ({"dtype": "foo"}, "dtype must be one of float32, float64"),
+    ({"dtype": "int32"}, "dtype must be one of float32, float64"),
+    ({"dtype": 5}, "dtype must be one of float32, float64"),
 ])
 def test_bad_model_arguments_are_clear_errors(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match) as info:
@@ -348,3 +351,17 @@ def test_an_optimizer_of_another_live_model_is_refused():
     copy = pickle.loads(pickle.dumps(first))  # a copy owns its own copies
     assert copy.optimizer.owner is copy and copy.dense_layers[0].owner is copy
     copy.fit(np.ones((4, 2)), np.zeros(4), verbose=0)
+
+
+def test_scikit_learn_grids_given_as_numpy_arrays_and_a_random_state():
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = mlp.datasets.moons(n=30, seed=0)
+    grid = {"hidden_layer_sizes": [np.array([4]), np.array([4, 4])], "learning_rate": np.array([0.01, 0.1]),
+            "max_iter": np.array([2]), "batch_size": np.array([16]), "l2": np.array([0.0, 1e-3])}
+    search = GridSearchCV(mlp.MLPClassifier(random_state=0), grid, cv=2, error_score="raise").fit(X, y)
+    assert search.best_estimator_.predict(X).shape == (60,)
+    a = mlp.MLPClassifier(max_iter=2, random_state=np.random.RandomState(3)).fit(X, y).predict_proba(X)
+    b = mlp.MLPClassifier(max_iter=2, random_state=np.random.RandomState(3)).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)

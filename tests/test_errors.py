@@ -67,7 +67,7 @@ def test_unknown_names():
 
 def test_unknown_backend_from_environment(monkeypatch):
     monkeypatch.setenv("MLP_BACKEND", "tensorflow")
-    with pytest.raises(ValueError, match="Valid backends"):
+    with pytest.raises(mlp.ConfigurationError, match="MLP_BACKEND accepts a backend name"):
         mlp.MLP([2, 1])
 
 

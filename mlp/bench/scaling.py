@@ -22,6 +22,9 @@ import time
 
 import numpy as np
 
+from mlp.bench.__main__ import _names, stem
+from mlp.cli import Parser, positive_int, positive_ints
+
 
 def worker(args):
     import mlp
@@ -96,18 +99,18 @@ def table(rows, net, batch) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mlp.bench.scaling", description=__doc__.split("\n")[0])
-    parser.add_argument("--ranks", default="1,2", help="rank counts, e.g. 1,2,4")
+    parser = Parser(prog="python -m mlp.bench.scaling", description=__doc__.split("\n")[0])
+    parser.add_argument("--ranks", type=positive_ints, default=[1, 2], help="rank counts, e.g. 1,2,4")
     parser.add_argument("--net", default="tiny", choices=["tiny", "mnist", "wide"])
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--modes", default="weak,strong")
+    parser.add_argument("--batch", type=positive_int, default=256)
+    parser.add_argument("--modes", type=_names(("weak", "strong"), "mode"), default=["weak", "strong"])
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=positive_int, default=20)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--warmup", type=positive_int, default=3)
     parser.add_argument("--out", default="bench-results")
-    parser.add_argument("--stem", default="scaling")
+    parser.add_argument("--stem", type=stem, default="scaling")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="weak", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -115,8 +118,7 @@ def main(argv=None):
         return worker(args)
     from mlp.bench import machine
 
-    ranks = [int(k) for k in args.ranks.split(",")]
-    rows = run(ranks, args.net, args.batch, args.modes.split(","), args.backend, args.dtype,
+    rows = run(args.ranks, args.net, args.batch, args.modes, args.backend, args.dtype,
                args.steps, args.repeats, args.warmup)
     os.makedirs(args.out, exist_ok=True)
     report = {"machine": machine.describe([args.backend], dtype=args.dtype), "command": machine.command_line(),

@@ -89,14 +89,21 @@ class Checkpoint:
         return self.header["checkpoint"]
 
 
-def load(path) -> Checkpoint:
-    """The checkpoint at `path`, its state checked against the schema and its checksums."""
+def load(path, model=None, schedule=None, stopper=None) -> Checkpoint:
+    """The checkpoint at `path`, its state checked against the schema and its checksums; given
+    the `model` that will resume it (and the fit's schedule and early stopping), also against
+    its architecture, optimizer, backend, schedule and early stopping: all before anything
+    changes."""
     path = os.fspath(path)
     header, params, arrays = io.read(path, extra_arrays=lambda header: _array_names(header, path))
     _check_state(header["checkpoint"], path)
     if "stopper_best_params" in arrays and header["checkpoint"]["stopper"] is None:
         raise _invalid(path, "it holds early stopping's best weights but no early stopping state")
-    return Checkpoint(path, header, params, arrays)
+    saved = Checkpoint(path, header, params, arrays)
+    if model is not None:
+        _check_fits(saved, model)
+        _checked_run_state(saved, schedule, stopper)
+    return saved
 
 
 # --- the schema --------------------------------------------------------------------------------
@@ -158,6 +165,17 @@ def _check_pcg64(value, path, what):
         raise _invalid(path, f"{what} is not a usable generator state: {error}") from None
 
 
+def _check_dropout_state(value, path):
+    """A NumPy generator's state (NumPy, Numba backends) or a counter-based one (CuPy: a seed
+    and the count of masks drawn); the backend that resumes checks it fits it."""
+    what = "the dropout generator's state"
+    if isinstance(value, dict) and set(value) == {"seed", "counter"}:
+        for key in ("seed", "counter"):
+            _expect(_is_int(value[key]) and 0 <= value[key] < 2**64, path, f"{what} has {key}={value[key]!r:.40}")
+    else:
+        _check_pcg64(value, path, what)
+
+
 def _check_history(history, next_epoch, path):
     _check_dict(history, {"history", "epoch"}, path, "history")
     _expect(history["epoch"] == list(range(next_epoch)), path,
@@ -198,7 +216,7 @@ def _check_state(state, path):
     _check_history(state["history"], next_epoch, path)
     _check_pcg64(state["shuffle_rng"], path, "the shuffling generator's state")
     _check_pcg64(state["fit_start_rng"], path, "the validation split's generator state")
-    _expect(isinstance(state["dropout_rng"], dict), path, "the dropout generator's state is not a dict")
+    _check_dropout_state(state["dropout_rng"], path)
     _check_fields_entry(state["schedule"], {"type", "fields"}, path, "the schedule state")
     if state["schedule"] is not None:
         _expect(isinstance(state["schedule"]["type"], str), path, "the schedule type is not a name")
@@ -238,36 +256,32 @@ def _checked_fields(saved, obj, path, what) -> dict:
     return checked
 
 
-def _checked_arrays(saved: Checkpoint, model, stopper):
-    """The checkpoint's arrays, matched to the optimizer's state and early stopping."""
-    path, arrays = saved.path, saved.arrays
-    wanted = {f"optimizer_{name}" for name in model.optimizer.state_arrays()}
-    held = {name for name in arrays if name.startswith("optimizer_")}
-    if held != wanted:
-        raise ModelFileError(f"the checkpoint {path!r} holds the optimizer state {sorted(held)}, but this model's "
-                             f"{model.optimizer.name} keeps {sorted(wanted)}: compile it with the optimizer "
-                             "settings of the saved run (momentum, ...)")
-    best = arrays.get("stopper_best_params")
-    return best if stopper is not None else None
-
-
-def restore(saved: Checkpoint, model, history, schedule=None, stopper=None) -> int:
-    """Put the state of a loaded checkpoint into `model` (and the schedule, early stopping
-    and history of this fit). Returns the epoch to run next. Everything is checked first:
-    a checkpoint that does not fit this model and fit leaves them untouched."""
-    state, path = saved.state, saved.path
+def _check_fits(saved: Checkpoint, model):
+    """The checkpoint matches `model`: architecture, optimizer and its state arrays, and a
+    dropout generator state that the model's backend can take."""
+    state, path, optimizer = saved.state, saved.path, model.optimizer
     if saved.params.shape != (model.n_params,) or saved.header["layers"] != model.config()["layers"]:
         raise ModelFileError(f"the checkpoint {path!r} was saved from another architecture")
-    optimizer = model.optimizer
     if state["optimizer"]["type"] != optimizer.name:
         raise ModelFileError(f"the checkpoint {path!r} was saved with optimizer "
                              f"{state['optimizer']['type']!r}; this model is compiled with {optimizer.name!r}")
-    best_params = _checked_arrays(saved, model, stopper)
+    wanted = {f"optimizer_{name}" for name in optimizer.state_arrays()}
+    held = {name for name in saved.arrays if name.startswith("optimizer_")}
+    if held != wanted:
+        raise ModelFileError(f"the checkpoint {path!r} holds the optimizer state {sorted(held)}, but this model's "
+                             f"{optimizer.name} keeps {sorted(wanted)}: compile it with the optimizer "
+                             "settings of the saved run (momentum, ...)")
     backend = model.backend
     try:
         backend.set_rng_state(backend.rng(0), state["dropout_rng"])
     except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
         raise _invalid(path, f"the dropout generator's state does not fit the {backend.name} backend: {error}") from None
+
+
+def _checked_run_state(saved: Checkpoint, schedule, stopper):
+    """(schedule fields, early stopping fields) to restore, each None when the checkpoint or
+    this fit has none, checked against this fit's objects."""
+    state, path = saved.state, saved.path
     schedule_fields = stopper_fields = None
     if schedule is not None and state["schedule"] is not None:
         if state["schedule"]["type"] != type(schedule).__name__:
@@ -276,6 +290,18 @@ def restore(saved: Checkpoint, model, history, schedule=None, stopper=None) -> i
         schedule_fields = _checked_fields(state["schedule"]["fields"], schedule, path, "the schedule state")
     if stopper is not None and state["stopper"] is not None:
         stopper_fields = _checked_fields(state["stopper"]["fields"], stopper, path, "the early stopping state")
+    return schedule_fields, stopper_fields
+
+
+def restore(saved: Checkpoint, model, history, schedule=None, stopper=None) -> int:
+    """Put the state of a loaded checkpoint into `model` (and the schedule, early stopping
+    and history of this fit). Returns the epoch to run next. Everything is checked first:
+    a checkpoint that does not fit this model and fit leaves them untouched."""
+    state = saved.state
+    _check_fits(saved, model)
+    optimizer, backend = model.optimizer, model.backend
+    best_params = saved.arrays.get("stopper_best_params") if stopper is not None else None
+    schedule_fields, stopper_fields = _checked_run_state(saved, schedule, stopper)
 
     model.params[...] = backend.asarray(saved.params, model.dtype)
     for name, value in optimizer.state_arrays().items():

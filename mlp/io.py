@@ -148,6 +148,11 @@ def _canonical(header) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def header_digest(header) -> str:
+    """The checksum a header carries in `header_sha256` (over everything else in it)."""
+    return digest(_canonical(header))
+
+
 def save(model, path, extra_header=None, extra_arrays=None):
     """Write `model` to `path` atomically; checkpoints add their state in the extras.
 
@@ -165,7 +170,7 @@ def save(model, path, extra_header=None, extra_arrays=None):
     if extra_arrays:
         header["array_sha256"] = {name: digest(array) for name, array in extra_arrays.items()}
     header = json.loads(json.dumps(header))  # exactly what a reader will parse
-    header["header_sha256"] = digest(_canonical(header))
+    header["header_sha256"] = header_digest(header)
     atomic_write_npz(path, {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
                             "params": params, **extra_arrays})
 
@@ -302,7 +307,7 @@ def _read_header(archive, path, archive_size) -> dict:
     for key, kind in (("layers", list), ("dtype", str), ("sha256", str)):
         if not isinstance(header.get(key), kind):
             raise _bad(path, f"its header's {key!r} must be a {kind.__name__}; got {header.get(key)!r:.80}")
-    if "header_sha256" in header and header["header_sha256"] != digest(_canonical(header)):
+    if "header_sha256" in header and header["header_sha256"] != header_digest(header):
         raise ModelFileError(f"the header of {path!r} does not match its checksum: the file was modified "
                              "or damaged")  # files saved before the header had a checksum: weights only
     return header

@@ -1,4 +1,10 @@
 """Saving and loading: identical predictions, atomic writes, no pickle, clear errors."""
+import io as bytes_io
+import json
+import os
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -79,3 +85,82 @@ def test_not_a_model_file(tmp_path):
         mlp.load(tmp_path / "text.npz")
     with pytest.raises(mlp.ModelFileError, match="no model file"):
         mlp.load(tmp_path / "missing.npz")
+
+
+def test_unknown_backend_is_the_backends_error(trained):
+    model, _, _, path = trained
+    model.save(path)
+    with pytest.raises(ValueError, match="Unknown backend 'foo'") as error:
+        mlp.load(path, backend="foo")
+    assert not isinstance(error.value, mlp.ModelFileError)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", b"\x93NUMPY\x01\x00v\x00{'descr': '|O'}", bytes(range(256))])
+def test_other_files_are_not_model_files_and_pickle_is_never_suggested(tmp_path, content):
+    path = tmp_path / "other.npz"
+    path.write_bytes(content)
+    with pytest.raises(mlp.ModelFileError, match="is not an mlp model file") as error:
+        mlp.load(path)
+    assert "pickle" not in str(error.value) and "other.npz" in str(error.value)
+
+
+def _rewrite_header(path, edit):
+    """Rewrite the model file at `path` with `edit(header)` applied, keeping its other members
+    (a valid zip: the change is seen by the checksums only)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with np.load(path) as archive:
+        header = json.loads(bytes(archive["header"]).decode())
+    edit(header)
+    buffer = bytes_io.BytesIO()
+    np.lib.format.write_array(buffer, np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    members["header.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_header_checksum_covers_the_settings(trained):
+    model, _, _, path = trained
+    model.save(path)
+    _rewrite_header(path, lambda header: header["compile"].update(l2=0.5))
+    with pytest.raises(mlp.ModelFileError, match="header .* checksum"):
+        mlp.load(path)
+
+
+def test_files_saved_before_the_header_checksum_still_load(trained):
+    model, X, _, path = trained
+    model.save(path)
+    _rewrite_header(path, lambda header: header.pop("header_sha256"))
+    np.testing.assert_array_equal(mlp.load(path).predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_follow_the_umask(trained, umask):
+    model, _, _, path = trained
+    previous = os.umask(umask)
+    try:
+        model.save(path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_stale_temporaries_of_killed_saves_are_removed(trained):
+    """A save removes the temporaries a killed save of the same file left (its process is
+    gone, or the file has not been written to for an hour); a live writer's stays."""
+    model, _, _, path = trained
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    folder = path.parent
+    killed = folder / f".model.npz.tmp-{dead_pid}-0123456789ab"
+    live = folder / f".model.npz.tmp-{os.getpid()}-0123456789ab"
+    abandoned = folder / f".model.npz.tmp-{os.getpid()}-ba9876543210"
+    other_target = folder / f".other.npz.tmp-{dead_pid}-0123456789ab"
+    for temporary in (killed, live, abandoned, other_target):
+        temporary.write_bytes(b"half a model")
+    os.utime(abandoned, (0, 0))
+    model.save(path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["model.npz", live.name, other_target.name])
+    mlp.load(path)

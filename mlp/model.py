@@ -549,7 +549,10 @@ class Sequential:
                 resume=resume is not None))  # (before the validation split, which draws from the shuffling state)
             if parallel.rank != 0:
                 verbose, checkpoint = 0, None  # rank 0 alone prints and writes
-        saved = checkpoint_mod.load(resume) if resume is not None else None
+        saved = None
+        if resume is not None:  # checked against this model and fit before anything changes
+            saved = checkpoint_mod.load(resume, model=self, schedule=schedules.get(lr_schedule),
+                                        stopper=EarlyStopping.from_arg(early_stopping))
         if saved is not None:  # replay the validation split exactly as the original run drew it
             self._shuffle_rng.bit_generator.state = saved.state["fit_start_rng"]
         fit_start_rng = self._shuffle_rng.bit_generator.state

@@ -14,6 +14,7 @@ original run: the schedule's and early stopping's settings and state come from t
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -253,7 +254,19 @@ def _checked_fields(saved, obj, path, what) -> dict:
         checked[name] = value
     if "scale" in checked:
         _expect(0.0 < checked["scale"] <= 1.0, path, f"{what} field 'scale' is {checked['scale']}; expected (0, 1]")
+    _check_settings(checked, obj, path, what)
     return checked
+
+
+def _check_settings(fields, obj, path, what):
+    """The saved settings pass the checks of the class's own constructor (factor in (0, 1),
+    patience >= 1, ...): the fields named like its parameters are given to a new instance."""
+    cls = type(obj)
+    names = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    try:
+        cls(**{name: fields[name] for name in names if name in fields})
+    except (TypeError, ValueError) as error:
+        raise _invalid(path, f"{what} has settings that {cls.__name__} refuses: {error}") from None
 
 
 def _check_fits(saved: Checkpoint, model):

@@ -197,6 +197,8 @@ SCHEMA_BREAKS = {
     "negative wait": (_set("stopper", "fields", "wait", value=-2), "wait"),
     "NaN plateau best": (_set("schedule", "fields", "best", value=float("nan")), "best"),
     "scale above one": (_set("schedule", "fields", "scale", value=2.0), "scale"),
+    "factor above one": (_set("schedule", "fields", "factor", value=5.0), "factor"),
+    "zero patience": (_set("stopper", "fields", "patience", value=0), "patience"),
     "text patience": (_set("schedule", "fields", "patience", value="1"), "patience"),
     "other schedule": (_set("schedule", "type", value="StepLR"), "StepLR"),
     "missing optimizer array": (_drop_array("optimizer_m"), "optimizer state"),

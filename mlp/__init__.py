@@ -4,7 +4,7 @@ from mlp import activations, backends, checkpoint, data, datasets, losses, metri
 from mlp.backends import available as available_backends, get_backend
 from mlp.data import MinMaxScaler, StandardScaler, one_hot, train_test_split, train_val_test_split
 from mlp.diagnostics import diagnose
-from mlp.errors import (BackendUnavailableError, ConfigurationError, DeviceMemoryError, MLPError,
+from mlp.errors import (BackendUnavailableError, ConfigurationError, DataFileError, DeviceMemoryError, MLPError,
                         ModelFileError, TrainingDivergedError)
 from mlp.gradcheck import gradcheck
 from mlp.io import load
@@ -31,7 +31,7 @@ __all__ = [
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",
     "StandardScaler", "MinMaxScaler", "train_test_split", "train_val_test_split",
-    "Preprocessing", "MLPError", "BackendUnavailableError", "ConfigurationError", "DeviceMemoryError",
+    "Preprocessing", "MLPError", "BackendUnavailableError", "ConfigurationError", "DataFileError", "DeviceMemoryError",
     "ModelFileError", "TrainingDivergedError",
     "activations", "backends", "checkpoint", "data", "datasets", "losses", "metrics", "preprocessing", "schedules",
     "MLPClassifier", "MLPRegressor",

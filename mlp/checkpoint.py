@@ -209,7 +209,8 @@ def _check_state(state, path):
     """The file's training state, checked without a model: types, ranges, consistency."""
     _check_dict(state, _STATE_KEYS, path, "the state")
     next_epoch = state["next_epoch"]
-    _expect(_is_int(next_epoch) and next_epoch >= 0, path, f"next_epoch is {next_epoch!r:.40}; expected an integer >= 0")
+    _expect(_is_int(next_epoch) and next_epoch >= 0, path,
+            f"next_epoch is {next_epoch!r:.40}; expected an integer >= 0")
     _check_dict(state["optimizer"], {"type", "step"}, path, "the optimizer state")
     _expect(isinstance(state["optimizer"]["type"], str), path, "the optimizer type is not a name")
     step = state["optimizer"]["step"]
@@ -288,7 +289,8 @@ def _check_fits(saved: Checkpoint, model):
     try:
         backend.set_rng_state(backend.rng(0), state["dropout_rng"])
     except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
-        raise _invalid(path, f"the dropout generator's state does not fit the {backend.name} backend: {error}") from None
+        raise _invalid(path, f"the dropout generator's state does not fit the {backend.name} backend: "
+                             f"{error}") from None
 
 
 def _checked_run_state(saved: Checkpoint, schedule, stopper):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlp.errors import DataFileError
 from mlp.validation import generator, number, positive_int
 
 
@@ -106,16 +107,16 @@ def read_idx(path) -> np.ndarray:
             dtype, shape, header = _idx_header(f, path)
             nbytes = math.prod(shape) * dtype.itemsize
             if not compressed and stored != header + nbytes:
-                raise ValueError(f"{path} holds {stored} bytes but its header {shape} needs {header + nbytes}: "
+                raise DataFileError(f"{path} holds {stored} bytes but its header {shape} needs {header + nbytes}: "
                                  "the file is truncated or damaged")
             if compressed and header + nbytes > _GZIP_MAX_RATIO * stored:
-                raise ValueError(f"{path} is a {stored}-byte gzip file but its header {shape} declares "
+                raise DataFileError(f"{path} is a {stored}-byte gzip file but its header {shape} declares "
                                  f"{header + nbytes} bytes, more than gzip can hold in that size: the file is "
                                  "damaged")
             data = _read_idx_data(f, nbytes, path)
     except (OSError, EOFError, zlib.error) as error:
         kind = "truncated or damaged" if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)) else "unreadable"
-        raise ValueError(f"cannot read IDX file {path}: it is {kind} ({error})") from None
+        raise DataFileError(f"cannot read IDX file {path}: it is {kind} ({error})") from None
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
@@ -123,11 +124,11 @@ def _idx_header(f, path):
     """(element dtype, shape, header bytes) from the first bytes of an IDX file."""
     magic = f.read(4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES or magic[3] == 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {magic.hex()!r})")
+        raise DataFileError(f"{path} is not an IDX file (bad magic number {magic.hex()!r})")
     dims = magic[3]
     sizes = f.read(4 * dims)
     if len(sizes) < 4 * dims:
-        raise ValueError(f"{path} is truncated: its header ends before its {dims} dimensions")
+        raise DataFileError(f"{path} is truncated: its header ends before its {dims} dimensions")
     shape = tuple(int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(dims))
     return np.dtype(_IDX_TYPES[magic[2]]), shape, 4 + 4 * dims
 
@@ -139,11 +140,11 @@ def _read_idx_data(f, nbytes, path) -> bytearray:
     while len(data) < nbytes:
         chunk = f.read(min(_IDX_CHUNK, nbytes - len(data)))
         if not chunk:
-            raise ValueError(f"{path} is truncated: its header declares {nbytes} bytes of data but it holds "
+            raise DataFileError(f"{path} is truncated: its header declares {nbytes} bytes of data but it holds "
                              f"{len(data)}")
         data += chunk
     if f.read(1):
-        raise ValueError(f"{path} holds more data than its header declares ({nbytes} bytes): it is damaged")
+        raise DataFileError(f"{path} holds more data than its header declares ({nbytes} bytes): it is damaged")
     return data
 
 
@@ -174,10 +175,10 @@ def mnist(folder, split="train", flatten=True, normalize=True):
         )
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
-        raise ValueError(f"{images_path} and {labels_path} do not have MNIST's shapes: "
+        raise DataFileError(f"{images_path} and {labels_path} do not have MNIST's shapes: "
                          f"images {images.shape}, labels {labels.shape}")
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels in {folder!r}")
+        raise DataFileError(f"{images.shape[0]} images but {labels.shape[0]} labels in {folder!r}")
     X = images.reshape(len(images), -1) if flatten else images
     if normalize:
         X = X.astype(np.float32) / 255.0

@@ -17,6 +17,10 @@ class ModelFileError(MLPError, ValueError):
     """A saved model file is missing, truncated, tampered with or not a model file."""
 
 
+class DataFileError(MLPError, ValueError):
+    """A data file (an IDX file of MNIST's format) is truncated, damaged or not of its format."""
+
+
 class DeviceMemoryError(MLPError, MemoryError):
     """The device (or the host) ran out of memory; the message names the batch size."""
 

@@ -397,7 +397,7 @@ def test_bombs_are_refused_within_bounded_memory_and_time(tmp_path):
     results = json.loads(done.stdout)
     assert results.pop("extra_member")[0] == "loaded"  # the member nobody needs is never read
     for name, (outcome, seconds) in results.items():
-        expected = "ValueError" if bombs[name][1] == "idx" else "ModelFileError"
+        expected = "DataFileError" if bombs[name][1] == "idx" else "ModelFileError"
         assert outcome.startswith(f"{expected}: "), (name, outcome)
         assert os.path.basename(bombs[name][0]) in outcome, (name, outcome)
         assert seconds < 2.0, (name, seconds)
@@ -407,7 +407,7 @@ def test_bombs_are_refused_within_bounded_memory_and_time(tmp_path):
 @FUZZ
 @given(data=st.data())
 def test_idx_damage(tmp_path, data):
-    """An IDX file (gzip or not) with bytes overwritten or cut: the same array, or a ValueError."""
+    """An IDX file (gzip or not) with bytes overwritten or cut: the same array, or a DataFileError."""
     images = (np.arange(3 * 5 * 4) % 251).astype(np.uint8).reshape(3, 5, 4)
     raw = b"\x00\x00\x08\x03" + struct.pack(">III", 3, 5, 4) + images.tobytes()
     compress = data.draw(st.booleans())
@@ -421,7 +421,7 @@ def test_idx_damage(tmp_path, data):
     path.write_bytes(bytes(blob))
     try:
         loaded = mlp.datasets.read_idx(path)
-    except ValueError as error:
+    except mlp.DataFileError as error:
         assert str(path) in str(error)
         return
     if not compress:  # a flipped data byte is undetectable in an IDX file: shape and size hold

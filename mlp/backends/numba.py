@@ -37,7 +37,7 @@ SHIPPED_CROSSOVER = os.path.join(os.path.dirname(codegen.__file__), "numba_cross
 
 def own_crossover_file() -> str:
     """Where `python -m mlp.kernels.numba_crossover` writes this machine's own table."""
-    return os.path.join(kernels.cache_dir(), "numba_crossover.json")
+    return os.path.join(kernels.module_folder(), "numba_crossover.json")  # checked: private, ours
 
 
 def crossover_file() -> str:

@@ -17,6 +17,7 @@ from numba import njit
 from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
+from mlp import config as settings
 from mlp.io import atomic_write
 from mlp.kernels import rules
 
@@ -26,7 +27,7 @@ _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
 
 def cache_dir() -> str:
     """Where generated kernels and their compiled code live (MLP_CACHE_DIR to move it)."""
-    base = os.environ.get("MLP_CACHE_DIR") or os.path.join(
+    base = settings.cache_dir() or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mlp")
     return os.path.join(base, "numba")
 

@@ -380,7 +380,7 @@ def test_a_table_measured_on_this_machine_is_preferred(monkeypatch, tmp_path):
     monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path))
     assert numba_backend.crossover_file() == numba_backend.SHIPPED_CROSSOVER
     own = numba_backend.own_crossover_file()
-    os.makedirs(os.path.dirname(own))
+    os.makedirs(os.path.dirname(own), exist_ok=True)  # looking it up makes the checked folder
     with open(own, "w") as f:
         json.dump({"by_width": {"64": 77}, "from_by_width": {"64": 2}}, f)
     assert numba_backend.crossover_file() == own

@@ -5,14 +5,17 @@ import math
 
 import numpy as np
 
+from mlp import validation
 from mlp.validation import as_finite_array, generator, number, one_hot_of, positive_int
 
 
 def one_hot(labels, n_classes=None, dtype="float32"):
     """Integer labels (n,) in [0, n_classes) -> one-hot rows (n, n_classes)."""
+    dtype = validation.numeric_dtype(dtype)
     labels = np.asarray(labels)
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
-        if labels.ndim == 1 and np.issubdtype(labels.dtype, np.number) and np.all(labels == np.round(labels)):
+        if labels.ndim == 1 and labels.dtype.kind in "iuf" and np.all(np.abs(labels) < 2**53) \
+                and np.all(labels == np.round(labels)):  # whole numbers (NaN and inf fail the bound)
             labels = labels.astype(np.int64)
         else:
             raise ValueError("one_hot needs a 1-D array of integer labels")
@@ -110,9 +113,13 @@ class MinMaxScaler(StandardScaler):
         if not np.isfinite(span).all():
             raise ValueError("a feature's range (max - min) overflows float64; scale X down before "
                              "MinMaxScaler (e.g. divide by its largest |value|)")
-        self.scale_ = np.where(span > 0, span, 1.0) / (high - low)
-        self.mean_ = X.min(axis=0) - low * self.scale_  # so that transform = (x - min)/span*(h-l) + l
-        _require_representable(self.mean_, "the scaler's offset")
+        with np.errstate(under="ignore"):
+            scale = np.where(span > 0, span, 1.0) / (high - low)
+        if not (scale > 0).all():
+            raise ValueError(f"a feature's range ({span.min():.3g}) is too small to map onto feature_range "
+                             f"{self.feature_range}: its scale underflows to 0; use a narrower feature_range")
+        offset = _require_representable(X.min(axis=0) - low * scale, "the scaler's offset")
+        self.scale_, self.mean_ = scale, offset  # so that transform = (x - min)/span*(h-l) + l
         return self
 
 

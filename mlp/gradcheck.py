@@ -33,7 +33,8 @@ def gradcheck(model, X, y, loss=None, l1=None, l2=None, eps=1e-4, max_per_param=
     """Compare `loss_and_gradients` with fourth-order central differences
     (8(L(p+h) - L(p-h)) - (L(p+2h) - L(p-2h))) / 12h, h = eps, on a float64 NumPy copy of
     `model`: truncation error O(h^4) and rounding noise ~1e-16 |L| / h both stay tiny.
-    Reports the worst relative error |analytic - numeric| / max(|analytic|, |numeric|, 1e-8) per parameter ('dense0.W', ...).
+    Reports the worst relative error |analytic - numeric| / max(|analytic|, |numeric|, 1e-8)
+    per parameter ('dense0.W', ...).
     `max_per_param` samples that many entries of each W and b (all by default).
     With `training=True` dropout is on, with the same mask in every evaluation."""
     eps = validation.number(eps, "eps", low=0.0, low_open=True)

@@ -17,6 +17,7 @@ import math
 import numbers
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -67,6 +68,10 @@ class EarlyStopping:
         self.monitor = monitor
         self.restore_best_weights = restore_best_weights
         self.sign = -1.0 if "accuracy" in monitor else 1.0
+        self.start()
+
+    def start(self):
+        """Forget any earlier run: fit calls this unless it resumes a checkpoint."""
         self.best = math.inf
         self.wait = 0
         self.best_epoch = self.stopped_epoch = self.best_params = None
@@ -80,6 +85,16 @@ class EarlyStopping:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return cls(patience=value)
         raise ValueError(f"early_stopping must be a patience (int) or mlp.EarlyStopping(...); got {value!r}")
+
+    def check_monitor(self, logged):
+        """Refuse, before training, a monitored value that fit will not log (`logged`: names)."""
+        if self.monitor in logged:
+            return
+        if self.monitor.startswith("val_") and self.monitor[4:] in logged:
+            raise ValueError(f"early stopping monitors {self.monitor!r}: give validation_data "
+                             "or validation_split, or EarlyStopping(monitor='loss')")
+        raise ValueError(f"early stopping monitors {self.monitor!r}, which fit does not "
+                         f"report; available: {', '.join(logged)}")
 
     def update(self, epoch, logs, model) -> bool:
         """Record an epoch; True when training should stop."""
@@ -536,6 +551,12 @@ class Sequential:
         X = self._inputs(X)
         Y = self._targets(y, self.loss.name, X.shape[0])
         checkpoint_every = validation.positive_int(checkpoint_every, "checkpoint_every")
+        validation.batch_size(batch_size, X.shape[0])
+        validation_data = self._checked_validation(X, validation_data, validation_split)
+        stopper = EarlyStopping.from_arg(early_stopping)
+        if stopper is not None:
+            stopper.check_monitor(self._logged_names(bool(validation_data or validation_split)))
+        schedule = schedules.get(lr_schedule)
         if checkpoint is not None:  # a missing folder fails now, not after the first epoch
             checkpoint_mod.check_target(checkpoint)
         parallel = None
@@ -551,17 +572,13 @@ class Sequential:
                 verbose, checkpoint = 0, None  # rank 0 alone prints and writes
         saved = None
         if resume is not None:  # checked against this model and fit before anything changes
-            saved = checkpoint_mod.load(resume, model=self, schedule=schedules.get(lr_schedule),
-                                        stopper=EarlyStopping.from_arg(early_stopping))
+            saved = checkpoint_mod.load(resume, model=self, schedule=schedule, stopper=stopper)
         if saved is not None:  # replay the validation split exactly as the original run drew it
             self._shuffle_rng.bit_generator.state = saved.state["fit_start_rng"]
+        elif stopper is not None:
+            stopper.start()  # an EarlyStopping given to an earlier fit starts afresh
         fit_start_rng = self._shuffle_rng.bit_generator.state
         X, Y, X_val, Y_val = self._split_validation(X, Y, validation_data, validation_split)
-        stopper = EarlyStopping.from_arg(early_stopping)
-        if stopper and stopper.monitor.startswith("val_") and X_val is None:
-            raise ValueError(f"early stopping monitors {stopper.monitor!r}: give validation_data "
-                             "or validation_split, or EarlyStopping(monitor='loss')")
-        schedule = schedules.get(lr_schedule)
         n = X.shape[0]
         batch = validation.batch_size(batch_size, n)
         backend, loss = self.backend, self.loss
@@ -650,7 +667,14 @@ class Sequential:
             history.best_epoch, history.stopped_epoch = stopper.best_epoch, stopper.stopped_epoch
         return history
 
-    def _split_validation(self, X, Y, validation_data, validation_split):
+    def _logged_names(self, validating: bool) -> list:
+        """The names fit logs each epoch, in their order."""
+        names = ["loss", *self.metrics]
+        return names + [f"val_{name}" for name in names] * validating + ["lr", "seconds"]
+
+    def _checked_validation(self, X, validation_data, validation_split):
+        """validation_data as checked arrays (X_val, Y_val), or None; validation_split checked
+        against X's rows. Nothing is drawn here: a refused argument leaves the shuffling state."""
         if validation_split and validation_data is not None:
             raise ValueError("give validation_data or validation_split, not both")
         if validation_data is not None:
@@ -659,17 +683,28 @@ class Sequential:
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
             X_val = self._inputs(X_val)
-            return X, Y, X_val, self._targets(y_val, self.loss.name, X_val.shape[0])
+            return X_val, self._targets(y_val, self.loss.name, X_val.shape[0])
         if not validation_split:
-            return X, Y, None, None
-        if not 0.0 < validation_split < 1.0:
+            return None
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+                or not 0.0 < validation_split < 1.0:
             raise ValueError(f"validation_split must be in (0, 1); got {validation_split!r}")
         n = X.shape[0]
         n_val = int(round(n * validation_split))
         if n_val < 1 or n_val >= n:
             raise ValueError(f"validation_split={validation_split} leaves {n_val} of {n} samples for "
                              "validation; both parts need at least one sample")
+        return None
+
+    def _split_validation(self, X, Y, validation_data, validation_split):
+        """(X, Y, X_val, Y_val) from checked arguments; a split draws from the shuffling state."""
+        if validation_data is not None:
+            return (X, Y) + validation_data
+        if not validation_split:
+            return X, Y, None, None
+        n = X.shape[0]
         order = self._shuffle_rng.permutation(n)
+        n_val = int(round(n * validation_split))
         val, train = order[:n_val], order[n_val:]
         return X[train], Y[train], X[val], Y[val]
 
@@ -754,6 +789,8 @@ def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
         backend=None, dtype=None, seed=None):
     """A multilayer perceptron from its layer sizes, e.g. MLP([784, 128, 64, 10], output="softmax").
     Hidden layers use `activation` (and Dropout(dropout) after each when dropout > 0)."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
+        raise ValueError(f"sizes must be a list of layer widths, e.g. [784, 128, 10]; got {sizes!r}")
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output size; got {sizes!r}")

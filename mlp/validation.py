@@ -108,6 +108,17 @@ def targets(y, n_out, loss_name, n_samples, dtype) -> np.ndarray:
     return as_dtype(y, dtype, "y")
 
 
+def numeric_dtype(value, name="dtype") -> np.dtype:
+    """`value` as a NumPy dtype of numbers (bool, integer or float), or a ValueError."""
+    try:
+        dtype = np.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a numeric NumPy dtype such as 'float32' or 'int64'; got {value!r}")
+    return dtype
+
+
 def one_hot_of(labels, n_classes, dtype):
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1

@@ -113,6 +113,42 @@ def test_divergence_with_early_stopping_restores_the_best_weights():
     assert info.value.restored_epoch is not None
 
 
+def test_an_early_stopping_given_to_a_second_fit_starts_afresh():
+    """Its best value and patience count belong to one run: carried over, a second fit would
+    compare against the first run's best and could stop at once."""
+    X, y = mlp.datasets.spirals(n=40, seed=0)
+    stopper = mlp.EarlyStopping(patience=3, min_delta=10.0, monitor="loss")  # stops after 4 epochs
+    first = _classifier().fit(X, y, epochs=40, verbose=0, early_stopping=stopper)
+    assert stopper.stopped_epoch is not None  # it did stop: the second run starts from a stopped one
+    fresh = _classifier(seed=1).fit(X, y, epochs=40, verbose=0, early_stopping=mlp.EarlyStopping(3, 10.0, "loss"))
+    again = _classifier(seed=1).fit(X, y, epochs=40, verbose=0, early_stopping=stopper)
+    assert again["loss"] == fresh["loss"] and len(again.epoch) == len(first.epoch) == 4
+
+
+@pytest.mark.parametrize("early_stopping, validation, match", [
+    (mlp.EarlyStopping(monitor="bogus"), {}, "does not report; available: loss, lr, seconds"),
+    (mlp.EarlyStopping(monitor="val_loss"), {}, "give validation_data or validation_split"),
+    (mlp.EarlyStopping(monitor="accuracy"), {"validation_split": 0.2}, "available: loss, val_loss"),
+])
+def test_a_monitor_fit_will_not_log_is_refused_before_training(early_stopping, validation, match):
+    model = _classifier()
+    model.metrics = []
+    before = _state(model)
+    X, y = mlp.datasets.spirals(n=20, seed=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, y, epochs=2, verbose=0, early_stopping=early_stopping, **validation)
+    _assert_unchanged(model, before)
+
+
+def test_a_bad_batch_size_with_a_validation_split_leaves_the_shuffling_state():
+    model = _classifier()
+    before = _state(model)
+    X, y = mlp.datasets.spirals(n=20, seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(X, y, batch_size=0, validation_split=0.25, verbose=0)
+    _assert_unchanged(model, before)
+
+
 # --- gradcheck ----------------------------------------------------------------------------
 
 def test_gradcheck_refuses_bad_eps_and_non_finite_params():

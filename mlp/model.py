@@ -238,7 +238,7 @@ class Sequential:
     def get_weights(self):
         """One (W: (n_out, n_in), b: (n_out,)) pair of NumPy arrays per Dense layer."""
         to_numpy = self.backend.to_numpy
-        return [(to_numpy(l.W).copy(), to_numpy(l.b).copy()) for l in self.dense_layers]
+        return [(to_numpy(layer.W).copy(), to_numpy(layer.b).copy()) for layer in self.dense_layers]
 
     def set_weights(self, pairs):
         pairs = list(pairs)
@@ -458,7 +458,7 @@ class Sequential:
         X, Y = self._device_data(X, y, loss.name)
         value, _ = self._compute_gradients(X, Y, loss, l1, l2, training)
         to_numpy = self.backend.to_numpy
-        grads = [(to_numpy(l.dW).copy(), to_numpy(l.db).copy()) for l in self.dense_layers]
+        grads = [(to_numpy(layer.dW).copy(), to_numpy(layer.db).copy()) for layer in self.dense_layers]
         return float(value), grads
 
     def train_step(self, X, y):

@@ -70,7 +70,7 @@ def test_forward_and_backward_kernels_match_the_formulas(host, activation):
         close(dZ, activation.backward(out, dA), dtype)
 
 
-@pytest.mark.parametrize("loss", LOSSES[:3], ids=lambda l: l.name)
+@pytest.mark.parametrize("loss", LOSSES[:3], ids=lambda loss: loss.name)
 def test_loss_kernels_give_terms_and_scaled_gradients(host, loss):
     rng = np.random.default_rng(1)
     A, Y = (rng.standard_normal((2, 6, 3)).astype(host.dtype))

@@ -403,8 +403,10 @@ def test_compiled_kernels_are_cached_on_disk(tmp_path):
             "m.compile(loss='cross_entropy'); t = time.perf_counter(); m.train_step(np.ones((2, 3)), [0, 1]);"
             "print(time.perf_counter() - t)")
     env = dict(os.environ, MLP_CACHE_DIR=str(tmp_path))
-    run = lambda: float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                       text=True, check=True).stdout)
+    def run():
+        return float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                    text=True, check=True).stdout)
+
     cold = run()
     assert any(name.endswith(".nbi") for _, _, files in os.walk(tmp_path) for name in files)
     warm = run()

@@ -164,7 +164,8 @@ def test_early_stopping_needs_validation():
 
 def test_diagnostics_recorded_per_epoch():
     X, y = mlp.datasets.spirals(n=50, seed=0)
-    model = mlp.Sequential([mlp.Dense(2, 16, "relu"), mlp.Dense(16, 16, "sigmoid"), mlp.Dense(16, 2, "softmax")], seed=0)
+    model = mlp.Sequential([mlp.Dense(2, 16, "relu"), mlp.Dense(16, 16, "sigmoid"), mlp.Dense(16, 2, "softmax")],
+                           seed=0)
     model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=0.1))
     history = model.fit(X, y, epochs=3, verbose=0, diagnostics=True)
     records = history["diagnostics"]

@@ -36,7 +36,7 @@ if config.flag("MLP_TF32", False):
 
 cupy = require("cupy", "cupy", "cupy")
 
-from mlp.kernels import cuda_source
+from mlp.kernels import cuda_source  # noqa: E402 (after CUPY_TF32 is set)
 
 THREADS = 256
 MAX_BLOCKS = 4096  # kernels stride over the grid: more blocks than this only add scheduling

@@ -39,8 +39,8 @@ class Layer:
 def dense_layers(model) -> tuple:
     """A model's Dense layers as Layer plans (the generators' view of it; Dropout left out).
     Also what the fused Numba-CUDA forward (mlp.kernels.cuda_fused) generates from."""
-    return tuple(Layer(l.n_in, l.n_out, l.activation.name, tuple(l.activation.params.items()))
-                 for l in model.dense_layers)
+    return tuple(Layer(layer.n_in, layer.n_out, layer.activation.name, tuple(layer.activation.params.items()))
+                 for layer in model.dense_layers)
 
 
 @dataclass(frozen=True)
@@ -584,7 +584,8 @@ def _update(plan, target, grad, index, indent):
 def _input_delta_activation(plan, number):
     prev, layer = plan.layers[number - 2], plan.layers[number - 1]
     return [f"    for i in {_rows(plan.split)}:", f"        for k in range({layer.n_in}):",
-            f"            D{number - 1}[i, k] = g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})"]
+            f"            D{number - 1}[i, k] = "
+            f"g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})"]
 
 
 def _penalty(plan, gradient, weight, indent):

@@ -1,15 +1,13 @@
 """Saving and loading: identical predictions, atomic writes, no pickle, clear errors."""
-import io as bytes_io
-import json
 import os
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
 
 import mlp
+from tests.model_files import rewrite_header
 
 
 @pytest.fixture
@@ -104,26 +102,10 @@ def test_other_files_are_not_model_files_and_pickle_is_never_suggested(tmp_path,
     assert "pickle" not in str(error.value) and "other.npz" in str(error.value)
 
 
-def _rewrite_header(path, edit):
-    """Rewrite the model file at `path` with `edit(header)` applied, keeping its other members
-    (a valid zip: the change is seen by the checksums only)."""
-    with zipfile.ZipFile(path) as archive:
-        members = {info.filename: archive.read(info) for info in archive.infolist()}
-    with np.load(path) as archive:
-        header = json.loads(bytes(archive["header"]).decode())
-    edit(header)
-    buffer = bytes_io.BytesIO()
-    np.lib.format.write_array(buffer, np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
-    members["header.npy"] = buffer.getvalue()
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-
-
 def test_header_checksum_covers_the_settings(trained):
     model, _, _, path = trained
     model.save(path)
-    _rewrite_header(path, lambda header: header["compile"].update(l2=0.5))
+    rewrite_header(path, path, lambda header: header["compile"].update(l2=0.5))
     with pytest.raises(mlp.ModelFileError, match="header .* checksum"):
         mlp.load(path)
 
@@ -131,7 +113,7 @@ def test_header_checksum_covers_the_settings(trained):
 def test_files_saved_before_the_header_checksum_still_load(trained):
     model, X, _, path = trained
     model.save(path)
-    _rewrite_header(path, lambda header: header.pop("header_sha256"))
+    rewrite_header(path, path, lambda header: header.pop("header_sha256"))
     np.testing.assert_array_equal(mlp.load(path).predict(X), model.predict(X))
 
 

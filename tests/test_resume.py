@@ -1,8 +1,6 @@
 """Exact resume: a run interrupted at any point and resumed from its last checkpoint ends with
 the weights, history and learning rates of the uninterrupted run (early stopping and plateau
 schedules included); checkpoints are checked against a schema before anything changes."""
-import io as bytes_io
-import json
 import zipfile
 
 import numpy as np
@@ -10,8 +8,8 @@ import pytest
 
 import mlp
 from mlp import checkpoint as checkpoint_mod
-from mlp import io as model_io
 from mlp import progress
+from tests.model_files import rewrite_header
 
 EPOCHS = 24
 X, Y = mlp.datasets.spirals(n=40, noise=0.5, seed=0)
@@ -149,23 +147,6 @@ def saved_checkpoint(tmp_path_factory):
     return path
 
 
-def _rewrite(source, target, edit, seal=True):
-    """`source` with `edit(header)` applied to its header (re-sealed: only the schema can object)."""
-    with zipfile.ZipFile(source) as archive:
-        members = {info.filename: archive.read(info) for info in archive.infolist()}
-    header = json.loads(np.lib.format.read_array(bytes_io.BytesIO(members["header.npy"])).tobytes())
-    edit(header)
-    if seal:
-        header["header_sha256"] = model_io.header_digest(header)
-    buffer = bytes_io.BytesIO()
-    np.lib.format.write_array(buffer, np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
-    members["header.npy"] = buffer.getvalue()
-    with zipfile.ZipFile(target, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return target
-
-
 def _set(*keys, value):
     def edit(header):
         node = header["checkpoint"]
@@ -209,7 +190,7 @@ SCHEMA_BREAKS = {
 @pytest.mark.parametrize("case", SCHEMA_BREAKS)
 def test_checkpoint_state_is_checked_before_anything_changes(saved_checkpoint, tmp_path, case):
     edit, message = SCHEMA_BREAKS[case]
-    path = _rewrite(saved_checkpoint, tmp_path / "broken.npz", edit)
+    path = rewrite_header(saved_checkpoint, tmp_path / "broken.npz", edit, seal=True)
     model = mlp.MLP([2, 8, 2], activation="tanh", output="softmax", seed=3)
     model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.1))
     before, rng_before = model.params.copy(), model._shuffle_rng.bit_generator.state
@@ -222,7 +203,7 @@ def test_checkpoint_state_is_checked_before_anything_changes(saved_checkpoint, t
 
 
 def test_checksum_covers_the_training_state(saved_checkpoint, tmp_path):
-    path = _rewrite(saved_checkpoint, tmp_path / "tampered.npz", _set("next_epoch", value=3), seal=False)
+    path = rewrite_header(saved_checkpoint, tmp_path / "tampered.npz", _set("next_epoch", value=3))
     with pytest.raises(mlp.ModelFileError, match="checksum"):
         mlp.checkpoint.load(path)
     with zipfile.ZipFile(saved_checkpoint) as archive:
@@ -238,7 +219,7 @@ def test_checksum_covers_the_training_state(saved_checkpoint, tmp_path):
 
 
 def test_checkpoints_of_earlier_versions_are_refused_clearly(saved_checkpoint, tmp_path):
-    path = _rewrite(saved_checkpoint, tmp_path / "old.npz", lambda header: header.pop("header_sha256"), seal=False)
+    path = rewrite_header(saved_checkpoint, tmp_path / "old.npz", lambda header: header.pop("header_sha256"))
     with pytest.raises(mlp.ModelFileError, match="earlier version"):
         mlp.checkpoint.load(path)
     mlp.load(path)  # its weights still open as a model

@@ -4,11 +4,10 @@ anything is measured or written."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
-from mlp.cli import Parser, positive_int, positive_ints, run_command
+from mlp.cli import Parser, positive_int, positive_ints, run_command, seconds
 
 MODES = ("train", "infer")
 
@@ -27,16 +26,6 @@ def _names(allowed, what, extra=()):
                                              f"choose from {', '.join((*allowed, *extra))}")
         return names
     return parse
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
 
 
 def _sizes(text):
@@ -73,7 +62,7 @@ def add_arguments(parser):
                         help=f"any of {', '.join(FRAMEWORKS)}, or 'none' (default: those installed)")
     parser.add_argument("--threads", type=positive_int, default=None, help="threads for every implementation")
     parser.add_argument("--repeats", type=positive_int, default=7)
-    parser.add_argument("--min-time", type=_seconds, default=0.05, help="seconds per repeat, at least")
+    parser.add_argument("--min-time", type=seconds, default=0.05, help="seconds per repeat, at least")
     parser.add_argument("--rounds", type=positive_int, default=1,
                         help="measure everything this many times in turn and keep each case's fastest "
                              "round (a shared, noisy machine)")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 import mlp.bench as bench
 from mlp.bench.networks import NETWORKS
@@ -12,6 +13,7 @@ from mlp.bench.networks import NETWORKS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long  # every case of benchmarks/ compiles its plan
 def test_pytest_benchmark_suite_runs_each_case_once():
     env = dict(os.environ, MLP_BENCH_SMOKE="1")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -17,6 +17,12 @@ pytest.importorskip("numba")
 
 HIDDEN = sorted(set(activations.ACTIVATIONS) - {"step", "softmax"})
 
+# The long tier (`python -m pytest -m long`, run by CI after the README's command): on the
+# compiled whole step every registry entry and row tail compiles a module of its own (seconds
+# each, cold). The quick tier keeps every entry on the BLAS path and one of each on the whole step.
+LONG = pytest.mark.long
+EVERY_PATH = [pytest.param("whole-step", marks=LONG), "blas"]
+
 
 @pytest.fixture(params=["whole-step", "blas"])
 def numba_path(request, monkeypatch):
@@ -42,16 +48,19 @@ def check_against_numpy(hidden, output, loss, optimizer, batch=6, sizes=(5, 9, 7
     assert_close(params, ref_params, "float64", scale=100)
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_every_activation(numba_path, hidden):
     check_against_numpy(hidden, "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1))
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("output,loss", conformance.OUTPUT_LOSS + [("softmax", "mse"), ("sigmoid", "mae")])
 def test_every_loss(numba_path, output, loss):
     check_against_numpy("tanh", output, loss, lambda: mlp.SGD(lr=0.1))
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1, momentum=0.9),
                                        lambda: mlp.SGD(lr=0.1, momentum=0.8, nesterov=True),
                                        lambda: mlp.Adam(lr=0.01)], ids=["momentum", "nesterov", "adam"])
@@ -64,6 +73,7 @@ def test_penalties_and_clipping(numba_path):
                         l1=0.01, l2=0.02, clip_norm=0.05)
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1, momentum=0.9), lambda: mlp.Adam(lr=0.01)],
                          ids=["momentum", "adam"])
 def test_penalties_without_clipping(numba_path, optimizer):
@@ -71,6 +81,7 @@ def test_penalties_without_clipping(numba_path, optimizer):
     check_against_numpy("tanh", "softmax", "cross_entropy", optimizer, l1=0.01, l2=0.02)
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("batch", [4, 8, 11])
 def test_batch_sizes_around_the_row_blocks(numba_path, batch):
     # the generated loops take the batch 4 rows at a time, then the rest one by one
@@ -88,6 +99,7 @@ def test_inference_splits_large_layers_across_cores(numba_path, batch):
     assert_close(outputs[1], outputs[0], "float64", scale=100)
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("batch", [3, 40])
 def test_one_unit_output_layer(numba_path, batch):
     # its input delta is an outer product: a compiled kernel on the BLAS path
@@ -131,8 +143,10 @@ def blocked(monkeypatch):
 
 # Every optimizer and row tail on one thread; split, fewer (each plan compiles for seconds).
 @pytest.mark.parametrize("how,batch,optimizer", [
-    ("serial", 8, "sgd"), ("serial", 8, "momentum"), ("serial", 8, "adam"), ("serial", 13, "sgd"),
-    ("serial", 21, "momentum"), ("serial", 21, "adam"), ("split", 13, "sgd"), ("split", 21, "adam")])
+    ("serial", 8, "sgd"), pytest.param("serial", 8, "momentum", marks=LONG),
+    pytest.param("serial", 8, "adam", marks=LONG), pytest.param("serial", 13, "sgd", marks=LONG),
+    pytest.param("serial", 21, "momentum", marks=LONG),
+    ("serial", 21, "adam"), ("split", 13, "sgd"), pytest.param("split", 21, "adam", marks=LONG)])
 def test_register_blocked_steps(blocked, how, batch, optimizer):
     from mlp.kernels import numba_codegen
 
@@ -142,7 +156,7 @@ def test_register_blocked_steps(blocked, how, batch, optimizer):
     check_against_numpy("tanh", "softmax", "cross_entropy", OPTIMIZERS[optimizer], batch=batch, sizes=BLOCKED_SIZES)
 
 
-@pytest.mark.parametrize("how", ["serial", "split"])
+@pytest.mark.parametrize("how", ["serial", pytest.param("split", marks=LONG)])
 def test_register_blocked_steps_with_penalties_and_clipping(blocked, how):
     blocked(how)
     check_against_numpy("relu", "sigmoid", "binary_cross_entropy", lambda: mlp.SGD(lr=0.1), batch=9,
@@ -160,7 +174,7 @@ def test_register_blocked_inference(blocked, how, batch):
     assert_close(outputs[1], outputs[0], "float64", scale=100)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=LONG), "float64"])
 @pytest.mark.parametrize("m,depth,n", [(1, 1, 1), (4, 3, 16), (9, 20, 37), (21, 2, 64), (70, 5, 33), (70, 700, 33),
                                      (3, 1000, 20)])
 def test_product_against_numpy(dtype, m, depth, n):
@@ -180,6 +194,7 @@ def test_product_against_numpy(dtype, m, depth, n):
         assert_close(C, expected, dtype, scale=10 * depth)
 
 
+@LONG
 def test_split_steps_are_cached_on_disk(blocked):
     """A step whose products run in parallel is still written to Numba's disk cache (a
     parallel function that calls get_num_threads() is not: it says so in a warning)."""
@@ -403,6 +418,8 @@ def test_compiled_kernels_are_cached_on_disk(tmp_path):
             "m.compile(loss='cross_entropy'); t = time.perf_counter(); m.train_step(np.ones((2, 3)), [0, 1]);"
             "print(time.perf_counter() - t)")
     env = dict(os.environ, MLP_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)  # it would move Numba's cache files out of MLP_CACHE_DIR
+
     def run():
         return float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                     text=True, check=True).stdout)

@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from mlp.bench import machine
+from mlp.bench import contention, machine
 from mlp.bench.networks import LR, NETWORKS, Network, synthetic_data
 from mlp.bench.timing import SETTLE, measure, peak_gemm_flops
 
@@ -63,23 +63,31 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
     backend_objects = [mlp.get_backend(name) for name in backends]
     cases = [(b, n, s, m) for b in backends for n in networks for s in batch_sizes for m in modes]
     bar = _bar(progress, rounds * (len(cases) + len(reference_names) * len(networks)))
-    best, peaks = {}, {}
+    best, peaks, every_round, stretches = {}, {}, {}, []
     for _ in range(rounds):
+        sampler = contention.Sampler().start()
         for result in _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype,
                                  reference_names, threads, device, timing, peaks, bar):
             key = (result["implementation"], result["network"], result.get("mode"), result.get("batch"))
+            if "error" not in result:
+                every_round.setdefault(key, []).append({k: result[k] for k in ("seconds", "q1", "q3")})
             kept = best.get(key)
             if kept is None or ("error" in kept and "error" not in result):
                 best[key] = result
             elif "error" not in result and result["seconds"] < kept["seconds"]:
                 best[key] = {**result, "first_call_seconds": kept["first_call_seconds"]}  # the cold one
+        stretches.append(sampler.stop())
     bar.close()
     results = list(best.values())
+    for key, result in best.items():
+        if "error" not in result:
+            result["rounds"] = every_round[key]
     by_name = {n.name: n for n in networks}
     _annotate(results, by_name, peaks)
     return {"machine": machine.describe(backend_objects, threads, dtype), "peak_gemm": peaks,
             "settings": {"batch_sizes": list(batch_sizes), "modes": list(modes), "timing": timing,
                          "rounds": rounds, "optimizer": f"SGD(lr={LR})"},
+            "contention": contention.summary(stretches), "columns": COLUMNS,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
 
 
@@ -122,7 +130,8 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
 
 
 def _annotate(results, networks, peaks):
-    """samples/s, FLOP/s, fraction of the GEMM peak, ratios to torch eager and the best reference."""
+    """samples/s, FLOP/s, share of the GEMM peak, ratios to torch eager and to the best
+    reference, each ratio with its interval over rounds (see COLUMNS)."""
     for r in results:
         if "error" in r:
             continue
@@ -131,20 +140,32 @@ def _annotate(results, networks, peaks):
         r["flops_per_s"] = network.flops(r["batch"], r["mode"]) / r["seconds"]
         peak = peaks.get(r["implementation"]) or next(iter(peaks.values()), None)  # of its own BLAS if measured
         r["fraction_of_peak"] = r["flops_per_s"] / peak["flops"] if peak else None
+        r["above_peak"] = bool(peak) and r["fraction_of_peak"] > 1.0
     point = lambda r: (r["network"], r["mode"], r["batch"])  # noqa: E731
     refs = {}
     for r in results:
         if r["kind"] == "reference" and "error" not in r:
-            refs.setdefault(point(r), {})[r["implementation"]] = r["samples_per_s"]
+            refs.setdefault(point(r), {})[r["implementation"]] = r
     for r in results:
         if "error" in r:
             continue
         peers = refs.get(point(r), {})
         eager = peers.get("torch-eager")
-        r["ratio_torch_eager"] = r["samples_per_s"] / eager if eager else None
-        framework_peers = {k: v for k, v in peers.items() if k != "numpy-naive"} or peers
-        best = max(framework_peers.values()) if framework_peers else None
-        r["ratio_best_reference"] = r["samples_per_s"] / best if best else None
+        frameworks = {k: v for k, v in peers.items() if k != "numpy-naive"} or peers
+        best = max(frameworks.values(), key=lambda p: p["samples_per_s"]) if frameworks else None
+        r["best_reference"] = best["implementation"] if best else None
+        for name, peer in (("torch_eager", eager), ("best_reference", best)):
+            r[f"ratio_{name}"] = r["samples_per_s"] / peer["samples_per_s"] if peer else None
+            r[f"ratio_{name}_interval"] = ratio_interval(r, peer) if peer else None
+
+
+def ratio_interval(row, peer):
+    """[low, high] of row's speed over peer's, round by round (round i of each was measured in
+    the same stretch of the machine's time), each round's from its quartiles: the ratio as the
+    most and least favourable readings of the same run give it."""
+    lows = [p["q1"] / m["q3"] for m, p in zip(row["rounds"], peer["rounds"])]
+    highs = [p["q3"] / m["q1"] for m, p in zip(row["rounds"], peer["rounds"])]
+    return [min(lows), max(highs)]
 
 
 class _NoBar:
@@ -174,24 +195,56 @@ def si(value) -> str:
     return f"{value:.3g}"
 
 
+# What every column of the table, and every field of a result in the JSON, means.
+COLUMNS = {
+    "samples_per_s": "samples/s: batch / seconds, the median over repeats of the fastest round",
+    "spread": "spread (IQR): samples/s at the third and first quartile of that round's repeats",
+    "first_call_seconds": "first call: the first step of the first round (compilation, autotuning), "
+                          "not in samples/s",
+    "fraction_of_peak": "% GEMM peak: FLOP/s over the implementation's own measured GEMM peak (the best "
+                        "square product over sizes and repeats; a share above 100% is flagged, not hidden)",
+    "ratio_torch_eager": "x torch eager: samples/s over PyTorch eager's, with [low-high] from each round's "
+                         "quartiles over all rounds",
+    "ratio_best_reference": "x best ref: samples/s over the fastest framework reference (torch eager, "
+                            "torch.compile, JAX jit; numpy-naive only when none of them ran), named in "
+                            "best_reference, with [low-high] as above",
+    "rounds": "per round: seconds (median), q1, q3 per call",
+}
+
+
+def _ratio(value, interval, name=None) -> str:
+    if not value:
+        return "-"
+    return f"{value:.2f} [{interval[0]:.2f}-{interval[1]:.2f}]" + (f" {name}" if name else "")
+
+
 def table(report) -> str:
-    """A markdown table: one row per implementation, network, mode and batch size."""
+    """A markdown table: one row per implementation, network, mode and batch size, then what
+    each column means and whether the machine was shared while it ran."""
     lines = ["| network | mode | batch | implementation | samples/s | spread (IQR) | first call | "
              "% GEMM peak | x torch eager | x best ref |", "|" + "---|" * 10]
     rows = [r for r in report["results"] if "error" not in r]
     rows.sort(key=lambda r: (r["network"], r["mode"], r["batch"], r["kind"], -r["samples_per_s"]))
     for r in rows:
         spread = f"{si(r['batch'] / r['q3'])}-{si(r['batch'] / r['q1'])}"
-        ratio = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
         peak = f"{100 * r['fraction_of_peak']:.1f}" if r.get("fraction_of_peak") else "-"
+        if r.get("above_peak"):
+            peak += " (above the measured peak)"
+        eager = _ratio(r.get("ratio_torch_eager"), r.get("ratio_torch_eager_interval"))
+        best = _ratio(r.get("ratio_best_reference"), r.get("ratio_best_reference_interval"), r.get("best_reference"))
         lines.append(f"| {r['network']} | {r['mode']} | {r['batch']} | {r['implementation']} | "
-                     f"{si(r['samples_per_s'])} | {spread} | {r['first_call_seconds'] * 1e3:.1f} ms | "
-                     f"{peak} | {ratio(r['ratio_torch_eager'])} | {ratio(r['ratio_best_reference'])} |")
+                     f"{si(r['samples_per_s'])} | {spread} | {r['first_call_seconds'] * 1e3:.1f} ms | {peak} | "
+                     f"{eager} | {best} |")
     for r in report["results"]:
         if "error" in r:
             lines.append(f"\n{r['implementation']} on {r['network']} failed: {r['error']}")
     peaks = ", ".join(f"{name} {si(p['flops'])}FLOP/s (n={p['n']})" for name, p in report["peak_gemm"].items())
-    return "\n".join(lines) + f"\n\nMeasured GEMM peak: {peaks}.\n"
+    legend = "\n".join(f"- {text}" for text in report.get("columns", COLUMNS).values())
+    notes = [f"Measured GEMM peak: {peaks}.", legend]
+    warning = contention.warning(report["contention"]) if "contention" in report else None
+    if warning:
+        notes.insert(0, f"**{warning}**")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
 def plot(report, path):

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from mlp.bench import compare, contention
 from mlp.cli import Parser, positive_int, positive_ints, run_command, seconds
 
 MODES = ("train", "infer")
@@ -70,6 +71,9 @@ def add_arguments(parser):
     parser.add_argument("--out", default="bench-results", help="folder for JSON, table and plot")
     parser.add_argument("--stem", type=stem, default="bench", help="file name stem of the outputs (no folders)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--compare", default=None, metavar="OLD.json",
+                        help="an earlier run's JSON: print this run's ratio to it per cell, and which cells are "
+                             "slower or faster beyond the noise both runs show (also written as STEM-compare.md)")
     parser.add_argument("--scaling", type=positive_ints, default=None, metavar="RANKS",
                         help="data-parallel scaling instead: rank counts such as 1,2,4 (mpiexec jobs; "
                              "the first --net, --batch-sizes per rank or global, the first --backends)")
@@ -82,6 +86,7 @@ def _check_out(folder):
 
 def run_from_args(args):
     _check_out(args.out)
+    earlier = compare.load(args.compare) if args.compare else None  # a bad file: said before measuring
     if args.scaling:
         from mlp.bench import scaling
         from mlp.distributed import mpiexec_path
@@ -105,6 +110,15 @@ def run_from_args(args):
                        progress=not args.quiet, device=args.device, rounds=args.rounds)
     paths = bench.write(report, args.out, args.stem)
     print(bench.table(report))
+    warning = contention.warning(report["contention"])
+    if warning:
+        print(warning, file=sys.stderr)
+    if earlier is not None:
+        comparison = compare.table(compare.compare(earlier, report), earlier, report)
+        paths["compare"] = os.path.join(args.out, f"{args.stem}-compare.md")
+        with open(paths["compare"], "w") as f:
+            f.write(comparison)
+        print(comparison)
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)
     return 0
 

@@ -14,6 +14,9 @@ import numpy as np
 # sees it.
 SETTLE = 0.2
 
+# Square GEMM sizes whose best rate is a library's peak (each BLAS peaks at its own n).
+PEAK_SIZES = {"cpu": (512, 1024, 2048), "gpu": (2048, 4096, 8192)}
+
 
 def measure(step, synchronize, min_repeat_time=0.05, repeats=7, warmup=3, max_calls=100_000):
     """Time `step()`. Returns seconds per call (median, q1, q3) and the first call's time."""
@@ -52,11 +55,16 @@ def gemm_flops(multiply, synchronize, n, min_repeat_time=0.2):
     return 2.0 * n ** 3 / result["q1"]
 
 
-def peak_gemm_flops(backend, dtype="float32", n=None, min_repeat_time=0.2):
-    """Measured GEMM peak of a backend: (FLOP/s, n)."""
-    n = n or (2048 if backend.on_host else 8192)
+def peak_gemm_flops(backend, dtype="float32", sizes=None, min_repeat_time=0.2):
+    """Measured GEMM peak of a backend: (FLOP/s, n), the best over square products of several
+    sizes (BLAS libraries peak at different n), each the best sustained rate over its repeats."""
+    sizes = sizes or PEAK_SIZES["cpu" if backend.on_host else "gpu"]
+    return max((_square_gemm_flops(backend, n, dtype, min_repeat_time), n) for n in sizes)
+
+
+def _square_gemm_flops(backend, n, dtype, min_repeat_time):
     rng = np.random.default_rng(0)
     a = backend.asarray(rng.standard_normal((n, n)).astype(dtype))
     b = backend.asarray(rng.standard_normal((n, n)).astype(dtype))
     out = backend.xp.empty((n, n), dtype=dtype)
-    return gemm_flops(lambda: backend.xp.matmul(a, b, out=out), backend.synchronize, n, min_repeat_time), n
+    return gemm_flops(lambda: backend.xp.matmul(a, b, out=out), backend.synchronize, n, min_repeat_time)

@@ -86,9 +86,27 @@ def test_rounds_keep_each_cases_fastest_round_and_the_cold_first_call(monkeypatc
                 "first_call_seconds": next(first_calls)}
 
     monkeypatch.setattr(bench, "measure", fake_measure)
-    monkeypatch.setattr(bench, "peak_gemm_flops", lambda backend, dtype: (1e9, 64))
-    monkeypatch.setattr(mlp.bench.timing, "peak_gemm_flops", lambda backend, dtype: (1e9, 64))
+    monkeypatch.setattr(bench, "peak_gemm_flops", lambda backend, dtype, **timing: (1e9, 64))
+    monkeypatch.setattr(mlp.bench.timing, "peak_gemm_flops", lambda backend, dtype, **timing: (1e9, 64))
     report = bench.run(["numpy"], ["tiny"], [4], reference_names=[], progress=False, rounds=2)
     rows = report["results"]
     assert len(rows) == 2 and report["settings"]["rounds"] == 2
     assert all(r["seconds"] == 0.1 and r["first_call_seconds"] == 2.0 for r in rows)
+
+
+def test_time_to_result_runs_a_job_in_a_fresh_process_and_tables_it(tmp_path):
+    from mlp.bench import jobs
+
+    timing = jobs.time_job(jobs.JOBS["readme"], "numpy", str(tmp_path))
+    assert 0 < timing["first_step"] < timing["total"] and timing["accuracy"] > 0.6
+    results = [{"job": "readme", "backend": "numpy", "cache": cache, **timing} for cache in jobs.CACHES]
+    results += [{"job": "readme", "backend": "numba", "cache": "cold", "first_step": 1.0, "total": 2 * timing["total"]},
+                {"job": "readme", "backend": "numba", "cache": "warm", "error": "it broke"}]
+    text = jobs.table(results)
+    assert "| readme | numba | 1.00 s |" in text and "| 2.00 | - |" in text and "it broke" in text
+
+
+def test_mlp_bench_jobs_refuses_an_unknown_job_before_running_anything(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--jobs", "readme,huge", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown job 'huge'" in result.stderr and not os.listdir(tmp_path)

@@ -103,7 +103,8 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
 
     with thread_limit(threads):
         for backend in backend_objects:
-            flops, size = peak_gemm_flops(backend, dtype)
+            # as carefully as the steps: 4x their seconds per repeat (0.2 s at the default --min-time)
+            flops, size = peak_gemm_flops(backend, dtype, min_repeat_time=4 * timing.get("min_repeat_time", 0.05))
             keep_peak(backend.name, {"flops": flops, "n": size})
         for backend_name, network, batch, mode in cases:
             step, sync, model = backend_step(backend_name, network, batch, mode, dtype)
@@ -215,7 +216,8 @@ COLUMNS = {
 def _ratio(value, interval, name=None) -> str:
     if not value:
         return "-"
-    return f"{value:.2f} [{interval[0]:.2f}-{interval[1]:.2f}]" + (f" {name}" if name else "")
+    spread = f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else ""
+    return f"{value:.2f}{spread}" + (f" {name}" if name else "")
 
 
 def table(report) -> str:

@@ -48,6 +48,7 @@ def stem(text):
 
 def add_arguments(parser):
     from mlp.bench import DEFAULT_BATCH_SIZES
+    from mlp.bench.jobs import JOBS
     from mlp.bench.networks import NETWORKS
     from mlp.bench.references import FRAMEWORKS
 
@@ -74,6 +75,9 @@ def add_arguments(parser):
     parser.add_argument("--compare", default=None, metavar="OLD.json",
                         help="an earlier run's JSON: print this run's ratio to it per cell, and which cells are "
                              "slower or faster beyond the noise both runs show (also written as STEM-compare.md)")
+    parser.add_argument("--jobs", type=_names(tuple(JOBS), "job"), default=None,
+                        help=f"time to result instead: whole jobs ({', '.join(JOBS)}), each in a fresh process, "
+                             "cold and warm kernel cache, on --backends")
     parser.add_argument("--scaling", type=positive_ints, default=None, metavar="RANKS",
                         help="data-parallel scaling instead: rank counts such as 1,2,4 (mpiexec jobs; "
                              "the first --net, --batch-sizes per rank or global, the first --backends)")
@@ -103,6 +107,8 @@ def run_from_args(args):
     backends = args.backends or available()
     for name in backends:
         get_backend(name)  # unknown or unavailable: a clear error before anything runs
+    if args.jobs:
+        return _time_to_result(args, backends)
     networks = [custom(args.sizes)] if args.sizes else [NETWORKS[name] for name in args.net]
     references = [] if args.references == ["none"] else args.references
     report = bench.run(backends, networks, args.batch_sizes, args.modes, args.dtype, references,
@@ -121,6 +127,28 @@ def run_from_args(args):
         print(comparison)
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)
     return 0
+
+
+def _time_to_result(args, backends):
+    import json
+    import time
+
+    from mlp.bench import jobs, machine
+
+    results = jobs.run(args.jobs, backends, progress=None if args.quiet else print)
+    report = {"machine": machine.describe(threads=args.threads), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "jobs": results}
+    text = jobs.table(results)
+    os.makedirs(args.out, exist_ok=True)
+    paths = [os.path.join(args.out, f"{args.stem}.{ext}") for ext in ("json", "md")]
+    with open(paths[0], "w") as f:
+        json.dump(report, f, indent=1)
+    with open(paths[1], "w") as f:
+        f.write(f"# {args.stem}\n\nMachine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
+                f"{report['date']}.\nCommand: `{report['machine']['command']}`\n\n{text}")
+    print(text)
+    print("wrote " + ", ".join(paths), file=sys.stderr)
+    return 1 if any("error" in r for r in results) else 0
 
 
 def main(argv=None):

@@ -24,11 +24,16 @@ def test_pytest_benchmark_suite_runs_each_case_once():
 
 
 def test_cli_writes_table_json_and_plot(tmp_path):
+    earlier = tmp_path / "earlier.json"  # a run of long ago: one cell, far slower than any machine today
+    earlier.write_text(json.dumps({"results": [{"implementation": "numpy", "network": "tiny", "mode": "train",
+                                                "batch": 4, "seconds": 10.0, "q1": 9.0, "q3": 11.0}]}))
     result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--backends", "numpy", "--net", "tiny",
                              "--batch-sizes", "1,4", "--references", "numpy-naive", "--repeats", "2",
-                             "--min-time", "0.002", "--out", str(tmp_path), "--quiet"],
+                             "--min-time", "0.002", "--out", str(tmp_path), "--quiet", "--compare", str(earlier)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    comparison = (tmp_path / "bench-compare.md").read_text()
+    assert "1 cells compared: 0 slower and 1 faster" in comparison and comparison in result.stdout
     report = json.loads((tmp_path / "bench.json").read_text())
     rows = report["results"]
     assert {(r["implementation"], r["mode"], r["batch"]) for r in rows} == {
@@ -110,3 +115,13 @@ def test_mlp_bench_jobs_refuses_an_unknown_job_before_running_anything(tmp_path)
     result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--jobs", "readme,huge", "--out", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown job 'huge'" in result.stderr and not os.listdir(tmp_path)
+
+
+def test_a_bad_file_to_compare_with_is_refused_before_measuring(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--backends", "numpy", "--net", "tiny",
+                             "--compare", str(bad), "--out", str(tmp_path / "out")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not the JSON of an mlp bench run" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -19,7 +19,8 @@ HIDDEN = sorted(set(activations.ACTIVATIONS) - {"step", "softmax"})
 
 # The long tier (`python -m pytest -m long`, run by CI after the README's command): on the
 # compiled whole step every registry entry and row tail compiles a module of its own (seconds
-# each, cold). The quick tier keeps every entry on the BLAS path and one of each on the whole step.
+# each, cold). The quick tier keeps every entry on the BLAS path; the whole step is held to the
+# reference there by the conformance suite, warmup and the register-blocked step.
 LONG = pytest.mark.long
 EVERY_PATH = [pytest.param("whole-step", marks=LONG), "blas"]
 
@@ -68,6 +69,7 @@ def test_every_optimizer(numba_path, optimizer):
     check_against_numpy("relu", "softmax", "cross_entropy", optimizer)
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 def test_penalties_and_clipping(numba_path):
     check_against_numpy("elu", "sigmoid", "binary_cross_entropy", lambda: mlp.Adam(lr=0.01),
                         l1=0.01, l2=0.02, clip_norm=0.05)
@@ -88,6 +90,7 @@ def test_batch_sizes_around_the_row_blocks(numba_path, batch):
     check_against_numpy("relu", "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1), batch=batch)
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("batch", [1, 6])
 def test_inference_splits_large_layers_across_cores(numba_path, batch):
     from mlp.kernels.numba_codegen import PARALLEL_WEIGHTS
@@ -107,6 +110,7 @@ def test_one_unit_output_layer(numba_path, batch):
                         sizes=(2, 8, 6, 1))
 
 
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 def test_batch_of_one(numba_path):
     check_against_numpy("tanh", "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1, momentum=0.9), batch=1)
 
@@ -167,7 +171,7 @@ def test_register_blocked_steps_with_penalties_and_clipping(blocked, how):
                         sizes=BLOCKED_SIZES, l2=0.02)
 
 
-@pytest.mark.parametrize("how,batch", [("serial", 8), ("serial", 30), ("split", 30)])
+@pytest.mark.parametrize("how,batch", [("serial", 8), ("serial", 30), pytest.param("split", 30, marks=LONG)])
 def test_register_blocked_inference(blocked, how, batch):
     blocked(how)
     X = np.random.default_rng(1).standard_normal((batch, 3))

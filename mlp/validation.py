@@ -88,14 +88,14 @@ def targets(y, n_out, loss_name, n_samples, dtype) -> np.ndarray:
         labels = y.reshape(-1)
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise ValueError("cross_entropy labels must be integer class indices (or one-hot rows)")
-        low, high = labels.min(), labels.max()
+        low, high = _extremes(labels)
         if low < 0 or high >= n_out:
             raise ValueError(
                 f"class labels must be in [0, {n_out - 1}] for a {n_out}-unit softmax output; "
                 f"got labels from {int(low)} to {int(high)} (encode them as 0..k-1, e.g. with "
                 "np.unique(y, return_inverse=True))"
             )
-        return one_hot_of(labels.astype(np.int64), n_out, dtype)
+        return one_hot_of(labels if labels.dtype.kind in "iu" else labels.astype(np.int64), n_out, dtype)
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     if y.ndim != 2 or y.shape[1] != n_out:
@@ -121,7 +121,29 @@ def numeric_dtype(value, name="dtype") -> np.dtype:
     return dtype
 
 
+def _extremes(labels):
+    """(min, max) of a 1-D array: in Python for a batch's few labels, where NumPy's two
+    reductions cost 2 us against 0.3 (train_step validates every call)."""
+    if labels.size <= 64:
+        values = labels.tolist()
+        return min(values), max(values)
+    return labels.min(), labels.max()
+
+
+_IDENTITIES = {}  # (n_classes, dtype) -> a read-only identity matrix: its rows are the one-hot codes
+IDENTITY_UP_TO = 256  # classes; beyond, the codes are written into zeros (no n_classes^2 matrix kept)
+
+
 def one_hot_of(labels, n_classes, dtype):
+    """labels: (batch,) integers in [0, n_classes), checked by the caller -> (batch, n_classes)."""
+    if n_classes <= IDENTITY_UP_TO:
+        key = (n_classes, np.dtype(dtype))
+        identity = _IDENTITIES.get(key)
+        if identity is None:
+            identity = np.eye(n_classes, dtype=dtype)
+            identity.flags.writeable = False
+            identity = _IDENTITIES.setdefault(key, identity)
+        return identity.take(labels, axis=0)  # a new array: 0.3 us at batch 1, against 1.8 to fill zeros
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out

@@ -393,8 +393,9 @@ class Sequential:
             self._apply_gradients()
         return value, outputs
 
-    def _train_batch(self, X, Y):
-        fused = self.backend.fused_train_step(self, X.shape[0])
+    def _train_batch(self, X, Y, plan_batch=None):
+        """One step on a device batch; `plan_batch`: see Backend.fused_train_step."""
+        fused = self.backend.fused_train_step(self, X.shape[0], plan_batch)
         if fused is not None:  # a whole compiled step; it may update without writing `grads`
             return fused(X, Y)
         return self._layerwise_step(X, Y)
@@ -619,7 +620,7 @@ class Sequential:
                         elif diagnostics and step == steps - 1:
                             value, outputs, record = diagnostics_mod.recorded_step(self, Xb, Yb)
                         else:
-                            value, outputs = self._train_batch(Xb, Yb)
+                            value, outputs = self._train_batch(Xb, Yb, plan_batch=batch)
                     except backend.memory_errors as error:
                         raise DeviceMemoryError(
                             f"Out of memory in a training step at batch size {stop - start} on the "

@@ -161,6 +161,29 @@ def test_register_blocked_steps(blocked, how, batch, optimizer):
     check_against_numpy("tanh", "softmax", "cross_entropy", OPTIMIZERS[optimizer], batch=batch, sizes=BLOCKED_SIZES)
 
 
+@pytest.mark.parametrize("tail", [1, 3, 6])
+def test_a_short_last_batch_runs_the_code_of_the_full_batches(blocked, monkeypatch, tail):
+    """fit's last, shorter batch takes the step compiled for its batch_size (one compile, not a
+    second one mid-fit): the blocked code holds for any number of rows, and the fit matches NumPy's."""
+    from mlp.kernels import numba_codegen
+
+    blocked("serial")
+    plans = []
+    step_source = numba_codegen.step_source
+    monkeypatch.setattr(numba_codegen, "step_source", lambda plan: plans.append(plan) or step_source(plan))
+    X, y = conformance.problem("cross_entropy", BLOCKED_SIZES[-1], 2 * 13 + tail, np.random.default_rng(3))
+    X = X[:, :BLOCKED_SIZES[0]]
+    params = []
+    for name in ("numpy", "numba"):
+        model = mlp.MLP(list(BLOCKED_SIZES), activation="tanh", output="softmax", backend=name, dtype="float64",
+                        seed=2)
+        model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+        model.fit(X, y, epochs=2, batch_size=13, shuffle=False, verbose=0)
+        params.append(model.backend.to_numpy(model.params))
+    assert_close(params[1], params[0], "float64", scale=100)
+    assert plans and all(plan.blocked for plan in plans)  # a batch of `tail` rows alone would not be
+
+
 @LONG
 @pytest.mark.parametrize("how", ["serial", "split"])
 def test_register_blocked_steps_with_penalties_and_clipping(blocked, how):

@@ -71,9 +71,11 @@ class Backend:
         return X[index]
 
     # --- whole-step takeovers (None: the model runs its layer-by-layer path) ------------
-    def fused_train_step(self, model, batch):
+    def fused_train_step(self, model, batch, plan_batch=None):
         """A function (X, Y) -> (loss, [A_L]) doing a whole training step for `model` at
-        this batch size, when this backend has a faster one; None otherwise."""
+        this batch size, when this backend has a faster one; None otherwise. `plan_batch`
+        (fit's batch_size, at least `batch`) is the size the step's code is chosen for, so that
+        an epoch's last, shorter batch runs the code its full batches compiled."""
         return None
 
     def fused_forward(self, model, batch):

@@ -262,7 +262,7 @@ class Backend(_Base):
         hyper.host = (lr, beta1, beta2, eps, float(step))
 
     # --- the whole step as a CUDA graph ----------------------------------------------
-    def fused_train_step(self, model, batch):
+    def fused_train_step(self, model, batch, plan_batch=None):  # a graph per shape: plan_batch does not apply
         if not self.graphs:
             return None
         optimizer = model.optimizer

@@ -144,17 +144,21 @@ class Backend(_NumpyBackend):
         return first <= batch <= last
 
     # --- the whole step as one compiled call ----------------------------------------
-    def fused_train_step(self, model, batch):
+    def fused_train_step(self, model, batch, plan_batch=None):
         """A function (X, Y) -> (loss, [A_L]) doing one training step, or None when the
         per-layer path is the faster (or the only) one for this model and batch size.
-        Decided once per model, batch size, optimizer and override, not on every step."""
-        key = ("step", batch, id(model.optimizer), self.crossover_override)
+        Decided once per model, batch size, optimizer and override, not on every step.
+        Path and code are chosen for `plan_batch` (fit's batch_size) when given: an epoch's
+        last, shorter batch then runs the module its full batches compiled, not a second
+        one compiled mid-fit (seconds, cold), and a fit's results depend on its settings only."""
+        plan_batch = max(batch, plan_batch or 0)
+        key = ("step", batch, plan_batch, id(model.optimizer), self.crossover_override)
         cache = model._kernel_cache
         if key not in cache:
-            cache[key] = self._train_step(model, batch) if self._fusable(model, batch) else None
+            cache[key] = self._train_step(model, batch, plan_batch) if self._fusable(model, plan_batch) else None
         return cache[key]
 
-    def _train_step(self, model, batch):
+    def _train_step(self, model, batch, plan_batch):
         from mlp.optimizers import Adam
 
         optimizer = model.optimizer
@@ -163,7 +167,8 @@ class Backend(_NumpyBackend):
         weights = _weights(model)
         plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
                                 kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                                str(model.dtype), codegen.blocks(batch, weights), codegen.splits(batch, weights))
+                                str(model.dtype), codegen.blocks(plan_batch, weights),
+                                codegen.splits(plan_batch, weights))
         step = kernels.load(codegen.step_source(plan)).step
         if plan.split:
             step = _one_at_a_time(step)

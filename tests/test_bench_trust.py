@@ -30,15 +30,17 @@ def test_a_process_spinning_beside_the_benchmark_is_seen_as_contention():
     assert verdict["contended"] and "other processes used up to" in contention.warning(verdict)
 
 
-@linux
-def test_our_own_work_is_not_contention():
-    sampler = contention.Sampler().start()
-    deadline = time.perf_counter() + 0.5
-    while time.perf_counter() < deadline:
-        pass
-    record = sampler.stop()
-    assert 0 <= record["others_cpu_share"] < 1 and 0 <= record["steal_share"] < 1
-    assert record["seconds"] >= 0.5
+def test_shares_are_others_busy_time_and_steal_over_all_cores_time(monkeypatch):
+    # 4 s of all cores' time (400 jiffies at 100/s): 1.5 s busy, of which 1.0 s was this process
+    # and its reaped children, 0.1 s stolen: others 0.5 / 4, steal 0.1 / 4
+    jiffies = iter([(1000, 0, 10_000), (1150, 10, 10_400)])
+    own = iter([5.0, 6.0])
+    monkeypatch.setattr(contention, "_cpu_jiffies", lambda: next(jiffies))
+    monkeypatch.setattr(contention, "_own_seconds", lambda: next(own))
+    monkeypatch.setattr(contention.os, "sysconf", lambda name: 100)
+    record = contention.Sampler().start().stop()
+    assert record["others_cpu_share"] == pytest.approx(0.125) and record["steal_share"] == pytest.approx(0.025)
+    assert record["contended"]  # 12.5% > OTHERS_LIMIT
 
 
 def test_unknown_contention_is_not_a_verdict():
@@ -92,17 +94,34 @@ def _report(rows, date="then"):
     return {"date": date, "machine": {"command": "mlp bench"}, "results": rows}
 
 
-def test_compare_calls_a_cell_slower_only_beyond_the_noise_of_both_runs():
-    old = _report([_row("numba", [1.0e-3]), _row("numpy", [1.0e-3]), _row("numpy", [1e-3], batch=8),
-                   _row("numba", [1e-3], batch=8)])
-    new = _report([_row("numba", [1.5e-3]), _row("numpy", [1.02e-3]), _row("numpy", [0.5e-3], batch=8)])
+def test_compare_judges_mlp_against_the_drift_of_a_reference_at_the_same_point():
+    # batch 32: torch eager ran as fast in both runs, numba 1.5x slower: a regression of mlp's.
+    # batch 64: torch eager slowed 1.5x as well: the machine drifted, not mlp.
+    # batch 8: no reference ran there: the reading stands, marked as not controlled.
+    old = _report([_row("numba", [1e-3]), _row("torch-eager", [2e-3], kind="reference"),
+                   _row("numba", [1e-3], batch=64), _row("torch-eager", [2e-3], kind="reference", batch=64),
+                   _row("numpy", [1e-3], batch=8), _row("numpy", [1e-3], batch=4)])
+    new = _report([_row("numba", [1.5e-3]), _row("torch-eager", [2e-3], kind="reference"),
+                   _row("numba", [1.5e-3], batch=64), _row("torch-eager", [3e-3], kind="reference", batch=64),
+                   _row("numpy", [0.5e-3], batch=8)])
     rows = {(r["implementation"], r["batch"]): r for r in compare.compare(old, new)}
-    assert set(rows) == {("numba", 32), ("numpy", 32), ("numpy", 8)}  # only cells both runs hold
+    assert ("numpy", 4) not in rows  # only cells both runs hold
     assert rows["numba", 32]["verdict"] == "slower" and rows["numba", 32]["ratio"] == pytest.approx(1 / 1.5)
-    assert rows["numpy", 32]["verdict"] == "within noise"
-    assert rows["numpy", 8]["verdict"] == "faster"
+    assert rows["numba", 32]["control"] == "torch-eager"
+    assert rows["numba", 64]["verdict"] == "within noise"
+    assert rows["numba", 64]["controlled_ratio"] == pytest.approx(1.0)
+    assert rows["torch-eager", 64]["verdict"] == "slower"  # the reference's own reading, shown as it is
+    assert rows["numpy", 8]["verdict"] == "faster (drift not controlled)" and rows["numpy", 8]["control"] is None
     text = compare.table(list(rows.values()), old, new)
-    assert "3 cells compared: 1 slower and 1 faster" in text and "**slower**" in text
+    assert "5 cells compared: 2 slower and 1 faster" in text and "(torch-eager) | **slower** |" in text
+
+
+def test_compare_says_when_the_runs_are_not_like_for_like_or_share_nothing():
+    old, new = _report([_row("numpy", [1e-3])]), _report([_row("numpy", [1e-3], batch=8)])
+    old["machine"]["dtype"], new["machine"]["dtype"] = "float32", "float64"
+    text = compare.table(compare.compare(old, new), old, new)
+    assert "Not like for like: dtype differ: 'float32' then, 'float64' now" in text
+    assert "share no cell" in text
 
 
 def test_compare_of_a_run_with_itself_is_all_noise_and_old_reports_without_rounds_work(tmp_path):
@@ -113,10 +132,14 @@ def test_compare_of_a_run_with_itself_is_all_noise_and_old_reports_without_round
     result = subprocess.run([sys.executable, "-m", "mlp.bench.compare", str(path), str(path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "| tiny | train | 32 | numpy | 32k | 32k | 1.00 [0.90-1.11] | within noise |" in result.stdout
+    assert "| tiny | train | 32 | numpy | 32k | 32k | 1.00 [0.90-1.11] | - | within noise |" in result.stdout
 
 
-@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"results": [{"implementation": "numpy"}]}'])
+ZERO_TIME = '{"results": [{"implementation": "numpy", "network": "tiny", "mode": "train", "batch": 1, "seconds": 0, ' \
+            '"q1": 0, "q3": 0}]}'
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"results": [{"implementation": "numpy"}]}', ZERO_TIME])
 def test_compare_refuses_a_file_that_is_not_a_bench_run_in_one_line(tmp_path, content):
     path = tmp_path / "bad.json"
     path.write_text(content)

@@ -11,7 +11,7 @@ import time
 
 from mlp.bench import contention, machine
 from mlp.bench.networks import LR, NETWORKS, Network, synthetic_data
-from mlp.bench.timing import SETTLE, measure, peak_gemm_flops
+from mlp.bench.timing import SETTLE, measure, peak_gemm_flops, peak_repeat_time
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048, 8192)
 
@@ -64,13 +64,14 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
     cases = [(b, n, s, m) for b in backends for n in networks for s in batch_sizes for m in modes]
     bar = _bar(progress, rounds * (len(cases) + len(reference_names) * len(networks)))
     best, peaks, every_round, stretches = {}, {}, {}, []
-    for _ in range(rounds):
+    for round_index in range(rounds):
         sampler = contention.Sampler().start()
         for result in _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype,
                                  reference_names, threads, device, timing, peaks, bar):
             key = (result["implementation"], result["network"], result.get("mode"), result.get("batch"))
             if "error" not in result:
-                every_round.setdefault(key, []).append({k: result[k] for k in ("seconds", "q1", "q3")})
+                every_round.setdefault(key, []).append({"round": round_index,
+                                                        **{k: result[k] for k in ("seconds", "q1", "q3")}})
             kept = best.get(key)
             if kept is None or ("error" in kept and "error" not in result):
                 best[key] = result
@@ -103,8 +104,7 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
 
     with thread_limit(threads):
         for backend in backend_objects:
-            # as carefully as the steps: 4x their seconds per repeat (0.2 s at the default --min-time)
-            flops, size = peak_gemm_flops(backend, dtype, min_repeat_time=4 * timing.get("min_repeat_time", 0.05))
+            flops, size = peak_gemm_flops(backend, dtype, min_repeat_time=peak_repeat_time(timing))
             keep_peak(backend.name, {"flops": flops, "n": size})
         for backend_name, network, batch, mode in cases:
             step, sync, model = backend_step(backend_name, network, batch, mode, dtype)
@@ -130,6 +130,11 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
             bar.update(1)
 
 
+# Whose measured GEMM peak an implementation's share is of: its own library's (numpy-naive runs on
+# NumPy's BLAS, torch's variants on torch's); JAX's peak is not measured, so it has no share.
+PEAK_OF = {"numpy-naive": "numpy", "torch-compile": "torch-eager", "torch-cudagraph": "torch-eager"}
+
+
 def _annotate(results, networks, peaks):
     """samples/s, FLOP/s, share of the GEMM peak, ratios to torch eager and to the best
     reference, each ratio with its interval over rounds (see COLUMNS)."""
@@ -139,7 +144,7 @@ def _annotate(results, networks, peaks):
         network = networks[r["network"]]
         r["samples_per_s"] = r["batch"] / r["seconds"]
         r["flops_per_s"] = network.flops(r["batch"], r["mode"]) / r["seconds"]
-        peak = peaks.get(r["implementation"]) or next(iter(peaks.values()), None)  # of its own BLAS if measured
+        peak = peaks.get(PEAK_OF.get(r["implementation"], r["implementation"]))
         r["fraction_of_peak"] = r["flops_per_s"] / peak["flops"] if peak else None
         r["above_peak"] = bool(peak) and r["fraction_of_peak"] > 1.0
     point = lambda r: (r["network"], r["mode"], r["batch"])  # noqa: E731
@@ -163,10 +168,13 @@ def _annotate(results, networks, peaks):
 def ratio_interval(row, peer):
     """[low, high] of row's speed over peer's, round by round (round i of each was measured in
     the same stretch of the machine's time), each round's from its quartiles: the ratio as the
-    most and least favourable readings of the same run give it."""
-    lows = [p["q1"] / m["q3"] for m, p in zip(row["rounds"], peer["rounds"])]
-    highs = [p["q3"] / m["q1"] for m, p in zip(row["rounds"], peer["rounds"])]
-    return [min(lows), max(highs)]
+    most and least favourable readings of the same run give it. None if no round holds both."""
+    peer_rounds = {p.get("round", i): p for i, p in enumerate(peer["rounds"])}
+    pairs = [(m, peer_rounds[m.get("round", i)]) for i, m in enumerate(row["rounds"])
+             if m.get("round", i) in peer_rounds]
+    if not pairs:
+        return None
+    return [min(p["q1"] / m["q3"] for m, p in pairs), max(p["q3"] / m["q1"] for m, p in pairs)]
 
 
 class _NoBar:
@@ -202,14 +210,15 @@ COLUMNS = {
     "spread": "spread (IQR): samples/s at the third and first quartile of that round's repeats",
     "first_call_seconds": "first call: the first step of the first round (compilation, autotuning), "
                           "not in samples/s",
-    "fraction_of_peak": "% GEMM peak: FLOP/s over the implementation's own measured GEMM peak (the best "
-                        "square product over sizes and repeats; a share above 100% is flagged, not hidden)",
+    "fraction_of_peak": "% GEMM peak: FLOP/s over the measured GEMM peak of the implementation's own library "
+                        "(numpy-naive: NumPy's; torch.compile and CUDA graphs: torch's; JAX: not measured, '-'): "
+                        "the best square product over sizes and repeats; a share above 100% is flagged, not hidden",
     "ratio_torch_eager": "x torch eager: samples/s over PyTorch eager's, with [low-high] from each round's "
                          "quartiles over all rounds",
     "ratio_best_reference": "x best ref: samples/s over the fastest framework reference (torch eager, "
-                            "torch.compile, JAX jit; numpy-naive only when none of them ran), named in "
-                            "best_reference, with [low-high] as above",
-    "rounds": "per round: seconds (median), q1, q3 per call",
+                            "torch.compile, torch CUDA graphs, JAX jit; numpy-naive only when none of them ran), "
+                            "named in best_reference, with [low-high] as above",
+    "rounds": "per round (its index in round): seconds (median), q1, q3 per call",
 }
 
 

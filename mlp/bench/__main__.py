@@ -90,6 +90,8 @@ def _check_out(folder):
 
 def run_from_args(args):
     _check_out(args.out)
+    if args.compare and (args.jobs or args.scaling):
+        raise ValueError("--compare compares throughput runs; it does not apply to --jobs or --scaling")
     earlier = compare.load(args.compare) if args.compare else None  # a bad file: said before measuring
     if args.scaling:
         from mlp.bench import scaling
@@ -135,10 +137,13 @@ def _time_to_result(args, backends):
 
     from mlp.bench import jobs, machine
 
-    results = jobs.run(args.jobs, backends, progress=None if args.quiet else print)
+    sampler = contention.Sampler().start()
+    results = jobs.run(args.jobs, backends, progress=None if args.quiet else print, threads=args.threads)
+    verdict = contention.summary([sampler.stop()])
     report = {"machine": machine.describe(threads=args.threads), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "jobs": results}
-    text = jobs.table(results)
+              "contention": verdict, "jobs": results}
+    warning = contention.warning(verdict)
+    text = jobs.table(results) + (f"\n**{warning}**\n" if warning else "")
     os.makedirs(args.out, exist_ok=True)
     paths = [os.path.join(args.out, f"{args.stem}.{ext}") for ext in ("json", "md")]
     with open(paths[0], "w") as f:

@@ -25,11 +25,14 @@ class Job:
     samples: int
     epochs: int
     batch_size: int
+    data: str = "synthetic"  # or a dataset of mlp.datasets, scaled as the README does
 
 
 JOBS = {
     "readme": Job("readme", "the README's example: spirals, early stopping, cosine schedule",
-                  (2, 64, 64, 2), "tanh", 200, 100, 32),
+                  (2, 64, 64, 2), "tanh", 200, 100, 32, "spirals"),
+    "digits": Job("digits", "the 8x8 digits (1797 samples), 64-128-128-10 relu", (64, 128, 128, 10), "relu",
+                  1797, 30, 32, "digits"),
     "tiny": Job("tiny", "2-64-64-2 tanh, 2000 samples", (2, 64, 64, 2), "tanh", 2000, 20, 32),
     "mnist": Job("mnist", "784-512-512-10 relu, 4096 samples", (784, 512, 512, 10), "relu", 4096, 3, 128),
     "deep": Job("deep", "10 layers 32-64x9-10 relu, 4000 samples", (32,) + (64,) * 9 + (10,), "relu",
@@ -46,8 +49,11 @@ def run_here(job: Job) -> dict:
 
     import mlp
 
-    if job.name == "readme":
+    if job.data == "spirals":
         X, y = mlp.datasets.spirals(n=job.samples, seed=0)
+        X = mlp.StandardScaler().fit_transform(X)
+    elif job.data == "digits":
+        X, y = mlp.datasets.digits()
         X = mlp.StandardScaler().fit_transform(X)
     else:
         X = np.random.default_rng(0).standard_normal((job.samples, job.sizes[0])).astype("float32")
@@ -57,8 +63,8 @@ def run_here(job: Job) -> dict:
     first_step_at = []
     train_batch = model._train_batch
 
-    def timed_train_batch(X, Y):  # the fit's own steps; only the first one's end is noted
-        result = train_batch(X, Y)
+    def timed_train_batch(*args, **kwargs):  # the fit's own steps; only the first one's end is noted
+        result = train_batch(*args, **kwargs)
         if not first_step_at:
             float(result[0])  # the step is done (a device scalar on CuPy)
             first_step_at.append(time.time())
@@ -71,22 +77,28 @@ def run_here(job: Job) -> dict:
     return {"first_step_at": first_step_at[0], "accuracy": float(accuracy)}
 
 
-def time_job(job: Job, backend: str, cache_dir: str) -> dict:
-    """Run `job` in a fresh process on `backend` with the kernel cache in `cache_dir`; seconds
-    from the process's start to its first step's end and to its end."""
+def time_job(job: Job, backend: str, cache_dir: str, threads=None) -> dict:
+    """Run `job` in a fresh process on `backend` with the kernel cache in `cache_dir` (and
+    `threads` threads, if given); seconds from the process's start to its first step's end and
+    to its end, or {'error': ...}."""
+    from mlp.bench.references import THREAD_VARIABLES
+
     env = dict(os.environ, MLP_BACKEND=backend, MLP_CACHE_DIR=cache_dir,
                NUMBA_CACHE_DIR=os.path.join(cache_dir, "numba-own"))  # mlp's own jit functions too
+    if threads:
+        env.update({name: str(threads) for name in THREAD_VARIABLES}, NUMBA_NUM_THREADS=str(threads))
     started = time.time()
     done = subprocess.run([sys.executable, "-m", "mlp.bench.jobs", job.name], env=env, capture_output=True,
                           text=True, timeout=3600)
     ended = time.time()
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    child = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or [f"no output (exit code {done.returncode})"])[-1]}
+    child = json.loads(lines[-1])
     return {"first_step": child["first_step_at"] - started, "total": ended - started, "accuracy": child["accuracy"]}
 
 
-def run(job_names, backends, progress=print) -> list:
+def run(job_names, backends, progress=print, threads=None) -> list:
     """Every job on every backend, cold then warm (each backend with a cache folder of its own,
     made empty for the cold run). One dict per job, backend and cache."""
     results = []
@@ -94,7 +106,7 @@ def run(job_names, backends, progress=print) -> list:
         for backend in backends:
             with tempfile.TemporaryDirectory(prefix="mlp-jobs-") as cache_dir:
                 for cache in CACHES:
-                    timing = time_job(JOBS[name], backend, cache_dir)
+                    timing = time_job(JOBS[name], backend, cache_dir, threads)
                     results.append({"job": name, "backend": backend, "cache": cache, **timing})
                     if progress:
                         progress(f"{name} {backend} {cache}: " + (timing.get("error") or

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from mlp.bench.networks import LR, NETWORKS, Network, custom, synthetic_data
-from mlp.bench.timing import PEAK_SIZES, gemm_flops, measure
+from mlp.bench.timing import PEAK_SIZES, gemm_flops, measure, peak_repeat_time
 
 FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "torch-cudagraph", "jax-jit")
 GPU_ONLY = ("torch-cudagraph",)
@@ -172,7 +172,7 @@ def jax_steps(network: Network, X, Y):
     return train, infer, sync
 
 
-def torch_peak(dtype, device):
+def torch_peak(dtype, device, min_repeat_time):
     """GEMM FLOP/s of torch's own BLAS (MKL on CPU, cuBLAS on GPU): the best over n x n products
     of the sizes mlp's own peak is measured at."""
     import torch
@@ -183,7 +183,7 @@ def torch_peak(dtype, device):
         a = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
         b = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
         out = torch.empty_like(a)
-        flops = gemm_flops(lambda: torch.mm(a, b, out=out), sync, n)
+        flops = gemm_flops(lambda: torch.mm(a, b, out=out), sync, n, min_repeat_time)
         if flops > best["flops"]:
             best = {"flops": flops, "n": n}
     return best
@@ -249,7 +249,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     timing = json.loads(args.timing)
     if args.framework == "torch-eager":  # the framework's own GEMM peak, to compare with ours
-        print(json.dumps({"framework": args.framework, "peak_gemm": torch_peak(args.dtype, args.device)}),
+        print(json.dumps({"framework": args.framework, "peak_gemm": torch_peak(args.dtype, args.device,
+                                                                                  peak_repeat_time(timing))}),
               flush=True)
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         X, Y = synthetic_data(network, batch, dtype=args.dtype)

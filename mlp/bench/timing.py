@@ -55,6 +55,12 @@ def gemm_flops(multiply, synchronize, n, min_repeat_time=0.2):
     return 2.0 * n ** 3 / result["q1"]
 
 
+def peak_repeat_time(timing) -> float:
+    """Seconds per repeat of a GEMM-peak measurement: 4x the steps' (0.2 s at the default), so that
+    the peak is measured as carefully as the steps, by mlp and the references alike."""
+    return 4 * timing.get("min_repeat_time", 0.05)
+
+
 def peak_gemm_flops(backend, dtype="float32", sizes=None, min_repeat_time=0.2):
     """Measured GEMM peak of a backend: (FLOP/s, n), the best over square products of several
     sizes (BLAS libraries peak at different n), each the best sustained rate over its repeats."""

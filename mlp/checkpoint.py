@@ -237,8 +237,10 @@ def _checked_fields(saved, obj, path, what) -> dict:
         now = current[name]
         if isinstance(now, bool) or isinstance(value, bool):
             ok = isinstance(now, bool) and isinstance(value, bool)
-        elif now is None or value is None:  # set once something happened: an epoch number
+        elif now is None:  # set once something happened: an epoch number
             ok = value is None or _is_int(value)
+        elif value is None:  # a value this fit's object holds cannot be missing (best=null, scale=null)
+            ok = False
         elif isinstance(now, str):
             ok = isinstance(value, str)
         elif _is_int(now):

@@ -437,8 +437,24 @@ def cmd_info(args):
 
 
 # --- parser and errors ---------------------------------------------------------------------------
+class _ShowDefaults(argparse.HelpFormatter):
+    """--help with each option's default, where it has one (None and False are no default)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if no_default or "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class Parser(argparse.ArgumentParser):
-    """An argument error is one line (which command, what was wrong), not a usage dump."""
+    """An argument error is one line (which command, what was wrong), not a usage dump; --help
+    shows every option's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -456,15 +472,16 @@ def build_parser():
                        help="share of training data for validation")
     train.add_argument("--plot", default=None, help="write the training curves to this PNG")
     train.add_argument("--hidden", type=positive_ints, default=[64, 64], help="hidden sizes, e.g. 64,64")
-    train.add_argument("--activation", default="tanh")
+    train.add_argument("--activation", default="tanh", help="hidden layers' activation")
     train.add_argument("--loss", default="cross_entropy",
-                       choices=["cross_entropy", "binary_cross_entropy", "mse", "mae", "sse"])
-    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    train.add_argument("--lr", type=finite_float, default=0.01)
-    train.add_argument("--l2", type=finite_float, default=0.0)
-    train.add_argument("--dropout", type=finite_float, default=0.0)
-    train.add_argument("--epochs", type=positive_int, default=200)
-    train.add_argument("--batch-size", type=positive_int, default=32)
+                       choices=["cross_entropy", "binary_cross_entropy", "mse", "mae", "sse"],
+                       help="classification (cross_entropy, binary_cross_entropy) or regression on the label values")
+    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="the update rule")
+    train.add_argument("--lr", type=finite_float, default=0.01, help="learning rate")
+    train.add_argument("--l2", type=finite_float, default=0.0, help="L2 penalty on the weights")
+    train.add_argument("--dropout", type=finite_float, default=0.0, help="dropout rate after each hidden layer")
+    train.add_argument("--epochs", type=positive_int, default=200, help="passes over the training data")
+    train.add_argument("--batch-size", type=positive_int, default=32, help="samples per step")
     train.add_argument("--test", type=share, default=0.25, help="share of data held out for testing")
     train.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
     train.add_argument("--seed", type=non_negative_int, default=0,
@@ -484,7 +501,7 @@ def build_parser():
         command.add_argument("--split", choices=SPLITS, default=None,
                              help="test: the held-out part mlp train reported (the same seed and share); "
                                   "train: the rest; all: every sample (default; mnist: its test set)")
-        command.add_argument("--backend", default=None)
+        command.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
         command.add_argument("--seed", type=non_negative_int, default=None,
                              help="seed of a built-in synthetic dataset (default: the one train used)")
         command.add_argument("--data-dir", default=None, help="folder of the MNIST-format IDX files")

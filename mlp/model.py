@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
@@ -38,7 +37,7 @@ class History:
     """What `fit` returns: per-epoch logs in `history` (loss, val_loss, metrics, lr)."""
 
     def __init__(self):
-        self.history = defaultdict(list)
+        self.history = {}
         self.epoch = []
         self.best_epoch = None
         self.stopped_epoch = None
@@ -46,10 +45,17 @@ class History:
     def append(self, epoch, logs):
         self.epoch.append(epoch)
         for key, value in logs.items():
-            self.history[key].append(value)
+            self.history.setdefault(key, []).append(value)
 
     def __getitem__(self, key):
+        """The per-epoch values of a logged name; an unknown name is a KeyError that lists the
+        logged ones (a typo must not read as an empty list, or add the key)."""
+        if key not in self.history:
+            raise KeyError(f"{key!r} was not logged by this fit; it logged {', '.join(map(repr, self.history))}")
         return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
 
     def __repr__(self):
         last = {k: v[-1] for k, v in self.history.items() if v and isinstance(v[-1], float)}
@@ -427,9 +433,12 @@ class Sequential:
         return self._forward(X, False)[0][-1]
 
     def forward(self, X, training=False):
-        """Output activations (batch, n_out) as a backend array."""
+        """Output activations (batch, n_out) as a backend array; `model(X)` is the same."""
         X = self.backend.asarray(self._inputs(X))
         return self._forward(X, True)[0][-1] if training else self._infer(X)
+
+    def __call__(self, X, training=False):
+        return self.forward(X, training)
 
     def predict(self, X, batch_size=PREDICT_BATCH):
         """Output activations as a NumPy array, computed in batches of `batch_size`."""
@@ -646,7 +655,7 @@ class Sequential:
                 logs["seconds"] = time.perf_counter() - started
                 history.append(epoch, logs)
                 if record is not None:
-                    history.history["diagnostics"].append(record)
+                    history.history.setdefault("diagnostics", []).append(record)
                 if schedule is not None:
                     schedule.observe(logs.get("val_loss", logs["loss"]))
                 bar.end_epoch(logs)

@@ -299,3 +299,13 @@ def test_the_scaling_benchmark_checks_its_options(args, option, capsys, tmp_path
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and option in error and len(error.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_shows_the_defaults():
+    result = subprocess.run([sys.executable, "-m", "mlp", "train", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0
+    for shown in ("learning rate (default: 0.01)", "(default: 200)", "(default: adam)", "(default: 0.0)"):
+        assert shown in text, shown
+    assert "(default: None)" not in text and "(default: False)" not in text

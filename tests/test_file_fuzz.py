@@ -26,7 +26,12 @@ import mlp
 from mlp import io as model_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomized: the same examples every run, so that CI is deterministic. To hunt for new
+# failures, MLP_FUZZ_RANDOM=1 with --hypothesis-seed=N (a sweep of seeds found the null fields
+# of checkpoint state that checkpoint.py now refuses).
+FUZZ = settings(max_examples=60, deadline=None, database=None, print_blob=False,
+                derandomize=os.environ.get("MLP_FUZZ_RANDOM") != "1",
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- writing files by hand -------------------------------------------------------------------

@@ -182,6 +182,10 @@ SCHEMA_BREAKS = {
     "zero patience": (_set("stopper", "fields", "patience", value=0), "patience"),
     "text patience": (_set("schedule", "fields", "patience", value="1"), "patience"),
     "other schedule": (_set("schedule", "type", value="StepLR"), "StepLR"),
+    # null where this fit's object holds a number (found by the file fuzz: TypeErrors mid-fit)
+    "null best so far": (_set("stopper", "fields", "best", value=None), "best"),
+    "null sign": (_set("stopper", "fields", "sign", value=None), "sign"),
+    "null plateau scale": (_set("schedule", "fields", "scale", value=None), "scale"),
     "missing optimizer array": (_drop_array("optimizer_m"), "optimizer state"),
     "unknown array": (lambda header: header["array_sha256"].update(evil="0" * 64), "unknown array"),
 }

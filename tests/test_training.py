@@ -249,3 +249,14 @@ def test_verbose_prints_progress(capsys):
     model.fit(X, y, epochs=2, verbose=1)
     err = capsys.readouterr().err
     assert "Epoch 2/2" in err and "loss" in err
+
+
+def test_history_refuses_a_name_it_did_not_log_and_model_call_is_forward():
+    X, y = mlp.datasets.moons(n=40, seed=0)
+    model = mlp.MLP([2, 4, 2], output="softmax", seed=0)
+    model.compile(loss="cross_entropy")
+    history = model.fit(X, y, epochs=2, verbose=0)
+    with pytest.raises(KeyError, match="'val_loss' was not logged by this fit; it logged 'loss'"):
+        history["val_loss"]
+    assert "val_loss" not in history and "loss" in history and "val_loss" not in history.history
+    np.testing.assert_array_equal(model.backend.to_numpy(model(X[:3])), model.predict(X[:3]))

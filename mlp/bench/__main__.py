@@ -57,13 +57,16 @@ def add_arguments(parser):
     parser.add_argument("--net", type=_names(tuple(NETWORKS), "network"), default=["tiny", "mnist"],
                         help=f"networks: {', '.join(NETWORKS)} (default: tiny,mnist)")
     parser.add_argument("--sizes", type=_sizes, default=None, help="a custom network, e.g. 784,256,10")
-    parser.add_argument("--batch-sizes", type=positive_ints, default=list(DEFAULT_BATCH_SIZES))
-    parser.add_argument("--modes", type=_names(MODES, "mode"), default=list(MODES))
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--batch-sizes", type=positive_ints, default=list(DEFAULT_BATCH_SIZES),
+                        help="comma-separated batch sizes")
+    parser.add_argument("--modes", type=_names(MODES, "mode"), default=list(MODES), help="train, infer or both")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="float type of every implementation")
     parser.add_argument("--references", type=_names(FRAMEWORKS, "reference", ("none",)), default=None,
                         help=f"any of {', '.join(FRAMEWORKS)}, or 'none' (default: those installed)")
     parser.add_argument("--threads", type=positive_int, default=None, help="threads for every implementation")
-    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--repeats", type=positive_int, default=7,
+                        help="timed repeats per case (the median is reported)")
     parser.add_argument("--min-time", type=seconds, default=0.05, help="seconds per repeat, at least")
     parser.add_argument("--rounds", type=positive_int, default=1,
                         help="measure everything this many times in turn and keep each case's fastest "
@@ -71,7 +74,7 @@ def add_arguments(parser):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for the references")
     parser.add_argument("--out", default="bench-results", help="folder for JSON, table and plot")
     parser.add_argument("--stem", type=stem, default="bench", help="file name stem of the outputs (no folders)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--compare", default=None, metavar="OLD.json",
                         help="an earlier run's JSON: print this run's ratio to it per cell, and which cells are "
                              "slower or faster beyond the noise both runs show (also written as STEM-compare.md)")

@@ -231,7 +231,7 @@ def cmd_train(args):
     import mlp
     from mlp.preprocessing import Preprocessing
 
-    for path, option in ((args.output, "--output"), (args.plot, "--plot")):
+    for path, option in ((args.output, "--output"), (args.plot, "--plot"), (args.checkpoint, "--checkpoint")):
         if path:
             _check_writable(path, option)
     if args.plot:
@@ -246,7 +246,7 @@ def cmd_train(args):
     sizes = [X_train.shape[1], *args.hidden, n_out]
     output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(args.loss, "identity")
     model = mlp.MLP(sizes, activation=args.activation, output=output, backend=args.backend,
-                    seed=args.seed, dropout=args.dropout)
+                    seed=args.seed, dropout=args.dropout, dtype=args.dtype)
     optimizer = mlp.Adam(lr=args.lr) if args.optimizer == "adam" else mlp.SGD(lr=args.lr, momentum=0.9)
     model.compile(loss=args.loss, optimizer=optimizer, l2=args.l2)
     # Scaling fitted on the training part only; classes from all labels (the task's classes).
@@ -256,22 +256,29 @@ def cmd_train(args):
     rank = mlp.distributed.get_world(model.backend).rank if distributed else 0
     if rank != 0:  # rank 0 speaks and writes for the job
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
-    print(f"training {'-'.join(map(str, sizes))} ({args.activation}, {output} output) on "
-          f"{args.data}: {len(X_train)} train / {len(X_test)} test samples, backend "
-          f"{model.backend.name}", file=sys.stderr)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    say(f"training {'-'.join(map(str, sizes))} ({args.activation}, {output} output) on {args.data}: "
+        f"{len(X_train)} train / {len(X_test)} test samples, backend {model.backend.name}, {model.dtype}")
+    stopper = None
+    if args.early_stopping:
+        stopper = mlp.EarlyStopping(patience=args.early_stopping, monitor="val_loss" if args.validation else "loss")
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=args.validation, verbose=1, distributed=distributed)
+                        validation_split=args.validation, verbose=0 if args.quiet else 1, distributed=distributed,
+                        early_stopping=stopper, checkpoint=args.checkpoint, resume=args.resume)
+    if history.stopped_epoch is not None:
+        say(f"early stopping after epoch {history.stopped_epoch + 1}: the weights of epoch "
+            f"{history.best_epoch + 1} are kept")
     result = model.evaluate(X_test, y_test)
     print("test " + " - ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if args.output and rank == 0:  # saved before plotting: a failed plot must not lose the model
+        model.save(args.output)
+        say(f"saved the model to {args.output} (`mlp evaluate {args.output} --split test` scores the same "
+            "test split)")
     if args.plot and rank == 0:
         from mlp import plots
 
         plots.training_curves(history, args.plot, title=f"{args.data}: {'-'.join(map(str, sizes))}")
-        print(f"wrote the training curves to {args.plot}", file=sys.stderr)
-    if args.output and rank == 0:
-        model.save(args.output)
-        again = f"mlp evaluate {args.output} --split test"
-        print(f"saved the model to {args.output} (`{again}` scores the same test split)", file=sys.stderr)
+        say(f"wrote the training curves to {args.plot}")
     return 0
 
 
@@ -482,6 +489,17 @@ def build_parser():
     train.add_argument("--dropout", type=finite_float, default=0.0, help="dropout rate after each hidden layer")
     train.add_argument("--epochs", type=positive_int, default=200, help="passes over the training data")
     train.add_argument("--batch-size", type=positive_int, default=32, help="samples per step")
+    train.add_argument("--early-stopping", type=positive_int, default=None, metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without improvement of the validation loss (the "
+                            "training loss without --validation) and keep the best epoch's weights")
+    train.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                       help="float type of the model (default: MLP_DTYPE, else float32)")
+    train.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="save the model and the whole training state here after every epoch")
+    train.add_argument("--resume", default=None, metavar="PATH",
+                       help="continue the run saved in this checkpoint (the same data and options; --epochs "
+                            "counts from the start of that run)")
+    train.add_argument("--quiet", action="store_true", help="print the test metrics only")
     train.add_argument("--test", type=share, default=0.25, help="share of data held out for testing")
     train.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
     train.add_argument("--seed", type=non_negative_int, default=0,

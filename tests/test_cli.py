@@ -309,3 +309,23 @@ def test_help_shows_the_defaults():
     for shown in ("learning rate (default: 0.01)", "(default: 200)", "(default: adam)", "(default: 0.0)"):
         assert shown in text, shown
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_train_options_early_stopping_dtype_checkpoint_resume_quiet(tmp_path, capsys):
+    out, ck = tmp_path / "m.npz", tmp_path / "ck.npz"
+    common = ["train", "--data", "moons", "--validation", "0.2", "--dtype", "float64", "--checkpoint", str(ck)]
+    assert main([*common, "--epochs", "6", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith("test loss") and len(captured.out.splitlines()) == 1
+    assert mlp.checkpoint.load(ck).state["next_epoch"] == 6
+    # resumed to 12 epochs: the same weights as 12 epochs in one run
+    assert main([*common, "--epochs", "12", "--resume", str(ck), "-o", str(out)]) == 0
+    resumed = mlp.load(out)
+    assert main([*common[:-2], "--epochs", "12", "-o", str(tmp_path / "whole.npz")]) == 0
+    whole = mlp.load(tmp_path / "whole.npz")
+    assert resumed.dtype == np.float64
+    np.testing.assert_array_equal(resumed.backend.to_numpy(resumed.params), whole.backend.to_numpy(whole.params))
+    capsys.readouterr()
+    assert main(["train", "--data", "moons", "--epochs", "300", "--lr", "0.05", "--validation", "0.2",
+                 "--early-stopping", "2"]) == 0
+    assert "early stopping after epoch" in capsys.readouterr().err

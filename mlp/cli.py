@@ -265,9 +265,6 @@ def cmd_train(args):
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.validation, verbose=0 if args.quiet else 1, distributed=distributed,
                         early_stopping=stopper, checkpoint=args.checkpoint, resume=args.resume)
-    if history.stopped_epoch is not None:
-        say(f"early stopping after epoch {history.stopped_epoch + 1}: the weights of epoch "
-            f"{history.best_epoch + 1} are kept")
     result = model.evaluate(X_test, y_test)
     print("test " + " - ".join(f"{k} {v:.4f}" for k, v in result.items()))
     if args.output and rank == 0:  # saved before plotting: a failed plot must not lose the model

@@ -675,6 +675,11 @@ class Sequential:
         if stopper:
             stopper.restore(self)
             history.best_epoch, history.stopped_epoch = stopper.best_epoch, stopper.stopped_epoch
+            if stopper.stopped_epoch is not None:
+                kept = (f"the weights of epoch {stopper.best_epoch + 1} are restored" if stopper.restore_best_weights
+                        else "the last epoch's weights are kept (restore_best_weights=False)")
+                bar.say(f"Early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} has not improved "
+                        f"for {stopper.patience} epochs; {kept}")
         return history
 
     def _logged_names(self, validating: bool) -> list:

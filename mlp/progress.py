@@ -45,6 +45,11 @@ class Progress:
         elif self.verbose:
             print(f"Epoch {self.epoch + 1}/{self.epochs} - {text}", file=sys.stderr, flush=True)
 
+    def say(self, text):
+        """One line on stderr, when verbose: what fit did beside training (stopping early)."""
+        if self.verbose:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()

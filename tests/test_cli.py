@@ -328,4 +328,4 @@ def test_train_options_early_stopping_dtype_checkpoint_resume_quiet(tmp_path, ca
     capsys.readouterr()
     assert main(["train", "--data", "moons", "--epochs", "300", "--lr", "0.05", "--validation", "0.2",
                  "--early-stopping", "2"]) == 0
-    assert "early stopping after epoch" in capsys.readouterr().err
+    assert "Early stopping after epoch" in capsys.readouterr().err

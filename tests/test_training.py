@@ -260,3 +260,15 @@ def test_history_refuses_a_name_it_did_not_log_and_model_call_is_forward():
         history["val_loss"]
     assert "val_loss" not in history and "loss" in history and "val_loss" not in history.history
     np.testing.assert_array_equal(model.backend.to_numpy(model(X[:3])), model.predict(X[:3]))
+
+
+def test_early_stopping_says_what_it_did_when_verbose(capsys):
+    X, y = mlp.datasets.moons(n=200, seed=0)
+    for verbose in (0, 1):
+        model = mlp.MLP([2, 16, 2], output="softmax", seed=0)
+        model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.05))
+        history = model.fit(X, y, epochs=300, validation_split=0.2, early_stopping=2, verbose=verbose)
+        err = capsys.readouterr().err
+        said = (f"Early stopping after epoch {history.stopped_epoch + 1}: val_loss has not improved for 2 epochs; "
+                f"the weights of epoch {history.best_epoch + 1} are restored")
+        assert (said in err) == bool(verbose), err[-300:]

@@ -239,8 +239,8 @@ def _checked_fields(saved, obj, path, what) -> dict:
             ok = isinstance(now, bool) and isinstance(value, bool)
         elif now is None:  # set once something happened: an epoch number
             ok = value is None or _is_int(value)
-        elif value is None:  # a value this fit's object holds cannot be missing (best=null, scale=null)
-            ok = False
+        elif value is None:  # only epoch numbers are null until something happens (best=null is not)
+            ok = name.endswith("_epoch")
         elif isinstance(now, str):
             ok = isinstance(value, str)
         elif _is_int(now):
@@ -278,6 +278,9 @@ def _check_fits(saved: Checkpoint, model):
     state, path, optimizer = saved.state, saved.path, model.optimizer
     if saved.params.shape != (model.n_params,) or saved.header["layers"] != model.config()["layers"]:
         raise ModelFileError(f"the checkpoint {path!r} was saved from another architecture")
+    if saved.header.get("dtype") != str(model.dtype):
+        raise ModelFileError(f"the checkpoint {path!r} was saved from a {saved.header.get('dtype')} model; this one "
+                             f"is {model.dtype}: resume with the dtype of the saved run")
     if state["optimizer"]["type"] != optimizer.name:
         raise ModelFileError(f"the checkpoint {path!r} was saved with optimizer "
                              f"{state['optimizer']['type']!r}; this model is compiled with {optimizer.name!r}")
@@ -293,6 +296,16 @@ def _check_fits(saved: Checkpoint, model):
     except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
         raise _invalid(path, f"the dropout generator's state does not fit the {backend.name} backend: "
                              f"{error}") from None
+
+
+def check_logged(saved: Checkpoint, names):
+    """The resumed run logs what the saved one did (`names`: this fit's, e.g. with val_loss when
+    it validates): otherwise its history would mix runs, and early stopping could monitor a value
+    the saved epochs lack."""
+    logged = {name for name in saved.state["history"]["history"] if name != "diagnostics"}
+    if saved.state["next_epoch"] > 0 and logged != set(names):
+        raise ModelFileError(f"the checkpoint {saved.path!r} is of a run that logged {sorted(logged)}; this fit logs "
+                             f"{sorted(names)}: resume with the same validation and metrics as the saved run")
 
 
 def _checked_run_state(saved: Checkpoint, schedule, stopper):

@@ -195,6 +195,22 @@ def _check_writable(path, option):
         raise ValueError(f"{option} {path!r}: the folder {folder!r} is not writable")
 
 
+def _check_resumed_data(path, record):
+    """--resume continues one run: the checkpoint's data and split must be this run's (the
+    model, optimizer, validation and dtype are checked by fit)."""
+    import mlp
+
+    saved = (mlp.checkpoint.load(path).header.get("preprocessing") or {}).get("data")
+    if saved != record:
+        def describe(r):
+            if not isinstance(r, dict):
+                return "data it does not record"
+            return f"{r.get('source')} (seed {r.get('seed')}, test share {r.get('test')})"
+
+        raise ValueError(f"--resume {path}: the checkpoint's run trained on {describe(saved)}; this run's data is "
+                         f"{describe(record)}, or differs in content: give the same --data, --seed and --test")
+
+
 def _check_plot(path):
     _check_writable(path, "--plot")
     try:
@@ -237,6 +253,8 @@ def cmd_train(args):
     if args.plot:
         _check_plot(args.plot)
     X_train, X_test, y_train, y_test, record = _split(args)
+    if args.resume:
+        _check_resumed_data(args.resume, record)
     classification = args.loss in CLASSIFICATION
     classes = _classes(np.concatenate([y_train, y_test]), args.loss, args.data) if classification else None
     if classification:
@@ -496,7 +514,8 @@ def build_parser():
     train.add_argument("--resume", default=None, metavar="PATH",
                        help="continue the run saved in this checkpoint (the same data and options; --epochs "
                             "counts from the start of that run)")
-    train.add_argument("--quiet", action="store_true", help="print the test metrics only")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress or status lines, the test metrics only (warnings still show)")
     train.add_argument("--test", type=share, default=0.25, help="share of data held out for testing")
     train.add_argument("--backend", default=None, help="numpy, numba, cupy (default: MLP_BACKEND)")
     train.add_argument("--seed", type=non_negative_int, default=0,

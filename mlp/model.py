@@ -247,10 +247,14 @@ class Sequential:
         return [(to_numpy(layer.W).copy(), to_numpy(layer.b).copy()) for layer in self.dense_layers]
 
     def set_weights(self, pairs):
+        """pairs: one (W: (n_out, n_in), b: (n_out,)) per Dense layer, as get_weights gives."""
         pairs = list(pairs)
         if len(pairs) != len(self.dense_layers):
             raise ValueError(f"expected {len(self.dense_layers)} (W, b) pairs, one per Dense layer; "
                              f"got {len(pairs)}")
+        for i, pair in enumerate(pairs):
+            if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+                raise ValueError(f"set_weights takes one (W, b) pair per Dense layer; item {i} is {pair!r:.80}")
         checked = []
         for i, ((W, b), layer) in enumerate(zip(pairs, self.dense_layers)):
             W = validation.as_finite_array(W, f"W of layer {i}")
@@ -583,6 +587,7 @@ class Sequential:
         saved = None
         if resume is not None:  # checked against this model and fit before anything changes
             saved = checkpoint_mod.load(resume, model=self, schedule=schedule, stopper=stopper)
+            checkpoint_mod.check_logged(saved, self._logged_names(bool(validation_data or validation_split)))
         if saved is not None:  # replay the validation split exactly as the original run drew it
             self._shuffle_rng.bit_generator.state = saved.state["fit_start_rng"]
         elif stopper is not None:
@@ -676,8 +681,12 @@ class Sequential:
             stopper.restore(self)
             history.best_epoch, history.stopped_epoch = stopper.best_epoch, stopper.stopped_epoch
             if stopper.stopped_epoch is not None:
-                kept = (f"the weights of epoch {stopper.best_epoch + 1} are restored" if stopper.restore_best_weights
-                        else "the last epoch's weights are kept (restore_best_weights=False)")
+                if stopper.best_epoch is None:  # the monitored value never improved on infinity
+                    kept = "no epoch improved on it; the last epoch's weights are kept"
+                elif stopper.restore_best_weights:
+                    kept = f"the weights of epoch {stopper.best_epoch + 1} are restored"
+                else:
+                    kept = "the last epoch's weights are kept (restore_best_weights=False)"
                 bar.say(f"Early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} has not improved "
                         f"for {stopper.patience} epochs; {kept}")
         return history

@@ -329,3 +329,13 @@ def test_train_options_early_stopping_dtype_checkpoint_resume_quiet(tmp_path, ca
     assert main(["train", "--data", "moons", "--epochs", "300", "--lr", "0.05", "--validation", "0.2",
                  "--early-stopping", "2"]) == 0
     assert "Early stopping after epoch" in capsys.readouterr().err
+
+
+def test_resume_of_another_runs_data_is_one_line(tmp_path):
+    ck = tmp_path / "ck.npz"
+    assert main(["train", "--data", "moons", "--epochs", "2", "--checkpoint", str(ck), "--quiet"]) == 0
+    result = subprocess.run([sys.executable, "-m", "mlp", "train", "--data", "moons", "--seed", "3", "--epochs", "4",
+                             "--resume", str(ck)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the checkpoint's run trained on moons (seed 0, test share 0.25); this run's data is moons (seed 3" \
+        in result.stderr

@@ -401,3 +401,12 @@ def test_scikit_learn_grids_given_as_numpy_arrays_and_a_random_state():
     a = mlp.MLPClassifier(max_iter=2, random_state=np.random.RandomState(3)).fit(X, y).predict_proba(X)
     b = mlp.MLPClassifier(max_iter=2, random_state=np.random.RandomState(3)).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("item", [(np.zeros((1, 1)),), "ab", 5, (np.zeros((1, 1)), np.zeros(1), np.zeros(1))])
+def test_set_weights_refuses_an_item_that_is_not_a_pair(item):
+    model = mlp.MLP([1, 1], output="sigmoid", seed=0)
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="one \\(W, b\\) pair per Dense layer; item 0 is"):
+        model.set_weights([item])
+    np.testing.assert_array_equal(model.get_weights()[0][0], before[0][0])

@@ -227,3 +227,40 @@ def test_checkpoints_of_earlier_versions_are_refused_clearly(saved_checkpoint, t
     with pytest.raises(mlp.ModelFileError, match="earlier version"):
         mlp.checkpoint.load(path)
     mlp.load(path)  # its weights still open as a model
+
+
+def _fit_to_checkpoint(path, **fit_args):
+    model = mlp.MLP([2, 4, 2], activation="tanh", output="softmax", seed=1)
+    model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+    X, y = mlp.datasets.moons(n=60, seed=0)
+    model.fit(X, y, epochs=2, verbose=0, checkpoint=path, **fit_args)
+    return model, X, y
+
+
+def test_resume_refuses_a_run_with_other_validation_or_dtype_before_anything_changes(tmp_path):
+    path = tmp_path / "ck.npz"
+    model, X, y = _fit_to_checkpoint(path, validation_split=0.2)
+    before = model.params.copy()
+    with pytest.raises(mlp.ModelFileError, match="logged .*val_loss.*resume with the same validation"):
+        model.fit(X, y, epochs=4, verbose=0, resume=path)  # no validation this time
+    np.testing.assert_array_equal(model.params, before)
+    other = mlp.MLP([2, 4, 2], activation="tanh", output="softmax", seed=1, dtype="float64")
+    other.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+    with pytest.raises(mlp.ModelFileError, match="saved from a float32 model; this one is float64"):
+        other.fit(X, y, epochs=4, verbose=0, validation_split=0.2, resume=path)
+
+
+def test_an_early_stopping_object_from_an_earlier_fit_can_resume_a_checkpoint(tmp_path):
+    X, y = mlp.datasets.moons(n=60, seed=0)
+    stopper = mlp.EarlyStopping(patience=1, monitor="loss", min_delta=10.0)  # stops after its second epoch
+    used = mlp.MLP([2, 4, 2], activation="tanh", output="softmax", seed=1)
+    used.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+    used.fit(X, y, epochs=5, verbose=0, early_stopping=stopper)
+    assert stopper.stopped_epoch is not None
+    path = tmp_path / "ck.npz"
+    model = mlp.MLP([2, 4, 2], activation="tanh", output="softmax", seed=1)
+    model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+    model.fit(X, y, epochs=1, verbose=0, checkpoint=path, early_stopping=mlp.EarlyStopping(patience=3, monitor="loss"))
+    again = mlp.EarlyStopping(patience=3, monitor="loss")
+    again.stopped_epoch = 1  # as if it had stopped an earlier fit: the checkpoint's null must still load
+    model.fit(X, y, epochs=2, verbose=0, resume=path, early_stopping=again)

@@ -272,3 +272,12 @@ def test_early_stopping_says_what_it_did_when_verbose(capsys):
         said = (f"Early stopping after epoch {history.stopped_epoch + 1}: val_loss has not improved for 2 epochs; "
                 f"the weights of epoch {history.best_epoch + 1} are restored")
         assert (said in err) == bool(verbose), err[-300:]
+
+
+def test_early_stopping_that_never_improved_says_so(capsys):
+    X, y = mlp.datasets.moons(n=40, seed=0)
+    model = mlp.MLP([2, 4, 1], seed=0, dtype="float64")  # validation targets of 1e200: a loss of inf
+    model.compile(loss="mse", optimizer=mlp.SGD(lr=1e-3))
+    X_val = X[:10]
+    model.fit(X, y, epochs=10, verbose=1, early_stopping=2, validation_data=(X_val, np.full(10, 1e200)))
+    assert "no epoch improved on it; the last epoch's weights are kept" in capsys.readouterr().err

@@ -289,12 +289,12 @@ def cmd_train(args):
         model.save(args.output)
         say(f"saved the model to {args.output} (`mlp evaluate {args.output} --split test` scores the same "
             "test split)")
-    if args.plot and rank == 0:
+    if args.plot and rank == 0 and history.epoch:  # (no epoch finished before a Ctrl-C: nothing to plot)
         from mlp import plots
 
         plots.training_curves(history, args.plot, title=f"{args.data}: {'-'.join(map(str, sizes))}")
         say(f"wrote the training curves to {args.plot}")
-    return 0
+    return 130 if history.interrupted else 0  # Ctrl-C: the partial model is scored and saved, as said
 
 
 # --- evaluate and predict ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mlp import config, initializers, losses, metrics as metrics_mod, optimizers, progress
+from mlp import config, initializers, interrupt, losses, metrics as metrics_mod, optimizers, progress
 from mlp import distributed as distributed_mod
 from mlp import preprocessing as preprocessing_mod
 from mlp import schedules, validation
@@ -41,6 +41,7 @@ class History:
         self.epoch = []
         self.best_epoch = None
         self.stopped_epoch = None
+        self.interrupted = False  # Ctrl-C stopped fit: the epochs listed are those that finished
 
     def append(self, epoch, logs):
         self.epoch.append(epoch)
@@ -610,6 +611,7 @@ class Sequential:
         steps = math.ceil(n / batch)
         last_finite = _Snapshot(self, first_epoch)
         bar = progress.Progress(verbose, epochs, steps, n)
+        ctrl_c = interrupt.StopRequest(active=parallel is None).start()
         try:
             for epoch in range(first_epoch, epochs):
                 if schedule is not None:
@@ -648,6 +650,15 @@ class Sequential:
                         sums[name] = sums[name] + metric_sum
                         counts[name] += count
                     bar.step()
+                    if ctrl_c.requested:
+                        break
+                if ctrl_c.requested:  # the partial epoch is not logged: its weights are kept
+                    history.interrupted = True
+                    bar.close()
+                    bar.say(f"Interrupted (Ctrl-C) in epoch {epoch + 1}, after step {step + 1} of {steps}: the "
+                            f"weights are those of that step; the history holds the {len(history.epoch)} "
+                            "epochs that finished")
+                    break
                 if parallel is not None:
                     total, sums, counts = parallel.reduce_epoch(total, sums, counts)
                 logs = {"loss": float(total / loss.normaliser(Y.shape))}
@@ -675,6 +686,7 @@ class Sequential:
                 parallel.world.abort(f"training failed on this rank: {type(error).__name__}: {error}")
             raise
         finally:
+            ctrl_c.stop()
             bar.close()
             self.optimizer.lr = base_lr  # a schedule shapes this run only
         if stopper:

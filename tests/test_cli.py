@@ -339,3 +339,20 @@ def test_resume_of_another_runs_data_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the checkpoint's run trained on moons (seed 0, test share 0.25); this run's data is moons (seed 3" \
         in result.stderr
+
+
+def test_ctrl_c_during_train_scores_and_saves_the_model_and_says_so(tmp_path):
+    import signal
+    import time
+
+    out, ck = tmp_path / "m.npz", tmp_path / "ck.npz"
+    process = subprocess.Popen([sys.executable, "-m", "mlp", "train", "--epochs", "100000", "--checkpoint", str(ck),
+                                "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ck.exists() and time.monotonic() < deadline:  # the first epoch has finished
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Interrupted (Ctrl-C) in epoch" in stderr and "Traceback" not in stderr
+    assert stdout.startswith("test loss") and mlp.load(out).n_in == 2

@@ -281,3 +281,35 @@ def test_early_stopping_that_never_improved_says_so(capsys):
     X_val = X[:10]
     model.fit(X, y, epochs=10, verbose=1, early_stopping=2, validation_data=(X_val, np.full(10, 1e200)))
     assert "no epoch improved on it; the last epoch's weights are kept" in capsys.readouterr().err
+
+
+CTRL_C_IN_EPOCH_4 = """
+import json, os, signal
+import mlp
+X, y = mlp.datasets.spirals(n=400, seed=0)
+model = mlp.MLP([2, 16, 2], activation="tanh", output="softmax", seed=0)
+model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.01))
+
+def schedule(epoch, lr):  # called as each epoch starts: Ctrl-C as epoch 4 begins
+    if epoch == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+    return lr
+
+history = model.fit(X, y, epochs=50, batch_size=32, verbose=1, lr_schedule=schedule)
+print(json.dumps({"epochs": history.epoch, "interrupted": history.interrupted,
+                  "accuracy": model.evaluate(X, y)["accuracy"],
+                  "handler_restored": signal.getsignal(signal.SIGINT) is signal.default_int_handler}))
+"""
+
+
+def test_ctrl_c_stops_fit_after_the_step_under_way_and_returns_the_history():
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_EPOCH_4], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["epochs"] == [0, 1, 2] and outcome["interrupted"] and outcome["handler_restored"]
+    assert 0 < outcome["accuracy"] <= 1
+    assert "Interrupted (Ctrl-C) in epoch 4, after step 1 of 25" in result.stderr  # 800 samples, batch 32

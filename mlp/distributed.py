@@ -400,11 +400,23 @@ class DataParallel:
         model._apply_gradients()
         return value, outputs
 
-    def reduce_epoch(self, total, sums, counts):
-        """Sum the epoch's loss total, metric sums and counts over the ranks."""
-        names = list(sums)
-        values = np.array([float(total)] + [float(sums[n]) for n in names] + [float(counts[n]) for n in names])
-        values = self.world.allreduce_host(values)
-        k = len(names)
-        return values[0], dict(zip(names, values[1:1 + k])), dict(zip(names, values[1 + k:]))
+    def reduce_epoch(self, total, totals):
+        """Sum the epoch's loss total and each metric's totals (tuples of scalars and small arrays,
+        see mlp.metrics) over the ranks, in one collective."""
+        to_host = self.model.backend.to_numpy
+        pieces = [np.asarray(to_host(total), dtype=float).reshape(1)]
+        shapes = {}
+        for name, parts in totals.items():
+            shapes[name] = [np.shape(to_host(part)) for part in parts]
+            pieces += [np.asarray(to_host(part), dtype=float).ravel() for part in parts]
+        values = self.world.allreduce_host(np.concatenate(pieces))
+        reduced, at = {}, 1
+        for name, part_shapes in shapes.items():
+            parts = []
+            for shape in part_shapes:
+                size = int(np.prod(shape))
+                parts.append(values[at:at + size].reshape(shape))
+                at += size
+            reduced[name] = tuple(parts)
+        return values[0], reduced
 

@@ -1,37 +1,153 @@
-"""Metrics. Each one is a sum over a batch plus the count it is averaged over, so `fit`
-can accumulate them on the device batch by batch without reading anything back.
+"""Metrics. Each one is declared once as sums over a batch (added up over batches and ranks on
+the device, nothing read back per batch) and the value those sums give over the whole set.
 
 A: model outputs (batch, n_out); Y: targets of the same shape (one-hot for classes).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 
-def accuracy_sum(A, Y):
-    """Correct predictions. One output: threshold 0.5 (binary); several: argmax (classes)."""
+@dataclass(frozen=True)
+class Metric:
+    """A metric as fit and evaluate compute it: per batch, `totals(A, Y)` gives a tuple of sums
+    (scalars or small arrays) that add up over batches and ranks, on the device; over the whole
+    set, `result(totals)` gives the value. `fits(n_out)` says whether it applies to an output
+    layer of n_out units (checked by compile)."""
+    totals: Callable
+    result: Callable
+    fits: Callable = lambda n_out: True
+
+
+def _ratio(totals) -> float:
+    part, whole = totals
+    return float(part) / float(whole)
+
+
+def _labels_of(A, Y):
+    """(predicted, true) class per sample, and the number of classes: one output unit is a
+    binary classifier (threshold 0.5), several a softmax (argmax)."""
     if A.shape[1] == 1:
-        return np.sum((A >= 0.5) == (Y >= 0.5)), A.shape[0]
-    return np.sum(np.argmax(A, axis=1) == np.argmax(Y, axis=1)), A.shape[0]
+        return (A[:, 0] >= 0.5).astype(int), (Y[:, 0] >= 0.5).astype(int), 2
+    return A.argmax(axis=1), Y.argmax(axis=1), A.shape[1]
 
 
-def squared_error_sum(A, Y):
+def _accuracy_totals(A, Y):
+    """Correct predictions. One output: threshold 0.5 (binary); several: argmax (classes)."""
+    predicted, true, _ = _labels_of(A, Y)
+    return (predicted == true).sum(), A.shape[0]
+
+
+def _confusion_totals(A, Y):
+    """Per class: true positives, predicted and actual counts (n_classes,); and 1 for a one-unit
+    (binary) classifier's batch, 0 for a softmax's (a sum that still says which it was)."""
+    predicted, true, k = _labels_of(A, Y)
+    hit = predicted == true
+    return (np.bincount(true[hit], minlength=k), np.bincount(predicted, minlength=k), np.bincount(true, minlength=k),
+            int(A.shape[1] == 1))
+
+
+def _per_class(kind):
+    """precision, recall or F1 from the confusion totals: of the positive class (1) for one output
+    unit, the unweighted mean over classes (macro) for a softmax; 0 where a class has no predictions
+    (precision) or no samples (recall), as scikit-learn's zero_division=0."""
+    def result(totals):
+        tp, predicted, actual = (np.asarray(t, dtype=float) for t in totals[:3])
+        denominator = {"precision": predicted, "recall": actual, "f1": predicted + actual}[kind]
+        numerator = 2 * tp if kind == "f1" else tp
+        scores = np.divide(numerator, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        return float(scores[1]) if totals[3] else float(scores.mean())
+    return result
+
+
+AUC_BINS = 4096  # score histogram per class: exact unless a positive and a negative share a bin
+
+
+def _auc_totals(A, Y):
+    """Histograms of the positive class's score over [0, 1], for positive and negative samples."""
+    score = A[:, -1]
+    positive = (Y[:, -1] >= 0.5)
+    bins = np.minimum((score * AUC_BINS).astype(int), AUC_BINS - 1).clip(0)
+    return (np.bincount(bins[positive], minlength=AUC_BINS), np.bincount(bins[~positive], minlength=AUC_BINS))
+
+
+def _auc(totals) -> float:
+    """Binary ROC AUC: P(a positive scores above a negative), ties (a shared bin) counting half."""
+    positives, negatives = (np.asarray(t, dtype=float) for t in totals)
+    n_pos, n_neg = positives.sum(), negatives.sum()
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("auc needs samples of both classes; this set has one class only")
+    below = np.cumsum(negatives) - negatives  # negatives in lower bins
+    return float((positives * (below + 0.5 * negatives)).sum() / (n_pos * n_neg))
+
+
+TOP_K = 5  # top_k_accuracy's k, as Keras's TopKCategoricalAccuracy
+
+
+def _top_k_totals(A, Y):
+    true_score = np.take_along_axis(A, Y.argmax(axis=1)[:, None], axis=1)
+    above = (A > true_score).sum(axis=1)  # classes scored above the true one (ties count for it)
+    return (above < TOP_K).sum(), A.shape[0]
+
+
+def _r2_totals(A, Y):
+    E = Y - A
+    return (E * E).sum(axis=0), Y.sum(axis=0), (Y * Y).sum(axis=0), Y.shape[0]
+
+
+def _r2(totals) -> float:
+    """The coefficient of determination, averaged over outputs (scikit-learn's r2_score: an
+    output whose targets are constant scores 1 if predicted exactly, else 0)."""
+    residual, total, squares, n = (np.asarray(t, dtype=float) for t in totals)
+    spread = squares - total * total / n
+    exact = residual == 0
+    scores = np.where(spread > 0, 1 - residual / np.where(spread > 0, spread, 1), np.where(exact, 1.0, 0.0))
+    return float(scores.mean())
+
+
+def _squared_error_totals(A, Y):
     E = A - Y
-    return np.sum(E * E), A.size
+    return (E * E).sum(), A.size
 
 
-def absolute_error_sum(A, Y):
-    return np.sum(np.abs(A - Y)), A.size
+def _absolute_error_totals(A, Y):
+    return abs(A - Y).sum(), A.size
 
 
-METRICS = {"accuracy": accuracy_sum, "mse": squared_error_sum, "mae": absolute_error_sum}
+def _binary(n_out):
+    return n_out <= 2
 
 
-def check_names(names):
+METRICS = {
+    "accuracy": Metric(_accuracy_totals, _ratio),
+    "precision": Metric(_confusion_totals, _per_class("precision")),
+    "recall": Metric(_confusion_totals, _per_class("recall")),
+    "f1": Metric(_confusion_totals, _per_class("f1")),
+    "auc": Metric(_auc_totals, _auc, _binary),
+    "top_k_accuracy": Metric(_top_k_totals, _ratio, lambda n_out: n_out > 1),
+    "mse": Metric(_squared_error_totals, _ratio),
+    "mae": Metric(_absolute_error_totals, _ratio),
+    "r2": Metric(_r2_totals, _r2),
+}
+
+
+def add(totals, more):
+    """Totals of two stretches of batches (None: nothing yet)."""
+    return more if totals is None else tuple(a + b for a, b in zip(totals, more))
+
+
+def check_names(names, n_out=None):
     names = [names] if isinstance(names, str) else list(names or [])
     for name in names:
         if name not in METRICS:
             raise ValueError(f"Unknown metric {name!r}. Valid metrics: {', '.join(METRICS)}.")
+        if n_out is not None and not METRICS[name].fits(n_out):
+            raise ValueError(f"metric {name!r} does not apply to an output layer of {n_out} units "
+                             + ("(binary ROC AUC: one sigmoid unit or two softmax units)" if name == "auc"
+                                else "(it needs several classes)"))
     return names
 
 

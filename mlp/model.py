@@ -285,7 +285,7 @@ class Sequential:
                              f"optimizer={optimizer.config()!r}")
         if metrics is None:
             metrics = ["accuracy"] if loss.name in losses.CLASSIFICATION else []
-        metrics = metrics_mod.check_names(metrics)
+        metrics = metrics_mod.check_names(metrics, self.n_out)
         self.loss, self.l1, self.l2, self.clip_norm, self.metrics = loss, l1, l2, clip_norm, metrics
         self._kernel_cache.clear()  # compiled steps depend on loss, optimizer and penalties
         self.optimizer = optimizer
@@ -523,8 +523,7 @@ class Sequential:
     def _evaluate(self, X, Y, batch_size):
         loss, n = self.loss, X.shape[0]
         total = 0.0
-        sums = {name: 0.0 for name in self.metrics}
-        counts = dict.fromkeys(self.metrics, 0)
+        totals = dict.fromkeys(self.metrics)
         for start in range(0, n, batch_size):
             Xb, Yb = X[start:start + batch_size], Y[start:start + batch_size]
             outputs, logits = self._forward(Xb, False, keep_logits=loss.fused_with is not None)
@@ -532,14 +531,12 @@ class Sequential:
             value = loss.value_from_logits(logits, Yb) if loss.fused_with else loss.value(A, Yb)
             total = total + value * loss.normaliser(A.shape)
             for name in self.metrics:
-                s, c = metrics_mod.METRICS[name](A, Yb)
-                sums[name] = sums[name] + s
-                counts[name] += c
+                totals[name] = metrics_mod.add(totals[name], metrics_mod.METRICS[name].totals(A, Yb))
         result = total / loss.normaliser(Y.shape)
         if self.l1 or self.l2:
             result = result + self._penalty(self.l1, self.l2, add_gradients=False)
         logs = {"loss": float(result)}
-        logs.update({name: float(sums[name]) / counts[name] for name in self.metrics})
+        logs.update({name: metrics_mod.METRICS[name].result(totals[name]) for name in self.metrics})
         return logs
 
     # --- training loop --------------------------------------------------------------
@@ -621,8 +618,7 @@ class Sequential:
                 bar.start_epoch(epoch)
                 started = time.perf_counter()
                 total = 0.0
-                sums = {name: 0.0 for name in self.metrics}
-                counts = dict.fromkeys(self.metrics, 0)
+                totals = dict.fromkeys(self.metrics)
                 record = None
                 for step in range(steps):
                     start, stop = step * batch, min((step + 1) * batch, n)
@@ -646,9 +642,7 @@ class Sequential:
                         self._diverged(value, epoch, step, last_finite, stopper)
                     total = total + value * loss.normaliser(outputs[-1].shape)
                     for name in self.metrics:
-                        metric_sum, count = metrics_mod.METRICS[name](outputs[-1], Yb)
-                        sums[name] = sums[name] + metric_sum
-                        counts[name] += count
+                        totals[name] = metrics_mod.add(totals[name], metrics_mod.METRICS[name].totals(outputs[-1], Yb))
                     bar.step()
                     if ctrl_c.requested:
                         break
@@ -660,11 +654,11 @@ class Sequential:
                             "epochs that finished")
                     break
                 if parallel is not None:
-                    total, sums, counts = parallel.reduce_epoch(total, sums, counts)
+                    total, totals = parallel.reduce_epoch(total, totals)
                 logs = {"loss": float(total / loss.normaliser(Y.shape))}
                 if not math.isfinite(logs["loss"]):
                     self._diverged(logs["loss"], epoch, None, last_finite, stopper)
-                logs.update({name: float(sums[name]) / counts[name] for name in self.metrics})
+                logs.update({name: metrics_mod.METRICS[name].result(totals[name]) for name in self.metrics})
                 if X_val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, Y_val, PREDICT_BATCH).items()})
                 logs["lr"] = self.optimizer.lr

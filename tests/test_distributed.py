@@ -46,7 +46,7 @@ def single_process(config):
     X, y = datasets.spirals(config["n"] // 2, seed=0)
     model = mlp.MLP((2, 16, 2), activation="tanh", output="softmax", dtype="float64", seed=0, backend="numpy")
     optimizer = mlp.Adam(0.01) if config["optimizer"] == "adam" else mlp.SGD(0.1, momentum=0.9)
-    model.compile(loss="cross_entropy", optimizer=optimizer, l2=config.get("l2", 0.0), metrics=["accuracy"])
+    model.compile(loss="cross_entropy", optimizer=optimizer, l2=config.get("l2", 0.0), metrics=["accuracy", "f1"])
     history = model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"], verbose=0,
                         validation_split=config.get("validation_split", 0.0))
     return model.params, history
@@ -69,6 +69,7 @@ def test_n_ranks_reach_the_weights_of_one_process_at_the_same_global_batch(ranks
         # every rank reports the same epoch loss and accuracy, those of one process
         np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-9)
         np.testing.assert_allclose(result["accuracy"], history["accuracy"], rtol=1e-12)
+        np.testing.assert_allclose(result["f1"], history["f1"], rtol=1e-12)  # per-class totals, reduced
         if "val_loss" in history.history:
             np.testing.assert_allclose(result["val_loss"], history["val_loss"], rtol=1e-9)
 

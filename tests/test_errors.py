@@ -58,7 +58,7 @@ def test_unknown_names():
     with pytest.raises(ValueError, match="biases only"):
         mlp.Dense(2, 2, init="zeros")
     with pytest.raises(ValueError, match="Unknown metric"):
-        mlp.MLP([2, 1]).compile(metrics=["f1"])
+        mlp.MLP([2, 1]).compile(metrics=["f2_score"])
     with pytest.raises(ValueError, match="Unknown backend 'jax'. Valid backends: .*numpy"):
         mlp.MLP([2, 1], backend="jax")
     with pytest.raises(ValueError, match="dtype must be one of float32, float64"):

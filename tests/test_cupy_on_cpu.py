@@ -129,3 +129,21 @@ def test_warmup_leaves_weights_and_optimizer_state_alone(backend_name, rng):
         model.fit(X, y, epochs=2, batch_size=16, verbose=0)
         runs.append(model.backend.to_numpy(model.params))
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_every_metric_adds_up_on_the_device(backend_name, rng):
+    """The metrics' batch sums run on the backend's arrays (bincount, take_along_axis, ...)."""
+    X, y = _xy(rng)
+    for output, loss, names in (("softmax", "cross_entropy", ["accuracy", "precision", "recall", "f1",
+                                                              "top_k_accuracy"]),
+                                ("sigmoid", "binary_cross_entropy", ["accuracy", "f1", "auc"]),
+                                ("identity", "mse", ["mse", "mae", "r2"])):
+        n_out = 4 if output == "softmax" else 1
+        target = y if output == "softmax" else (y % 2 if output == "sigmoid" else y.astype(float))
+        scores = []
+        for backend in (backend_name, "numpy"):
+            model = mlp.MLP([6, 8, n_out], output=output, backend=backend, dtype="float64", seed=0)
+            model.compile(loss=loss, optimizer=mlp.SGD(lr=0.1), metrics=names)
+            scores.append(model.evaluate(X, target, batch_size=16))
+        for name in names:
+            assert scores[0][name] == pytest.approx(scores[1][name], rel=1e-9, abs=1e-12), name

@@ -29,9 +29,9 @@ def _ratio(totals) -> float:
 
 def _labels_of(A, Y):
     """(predicted, true) class per sample, and the number of classes: one output unit is a
-    binary classifier (threshold 0.5), several a softmax (argmax)."""
+    binary classifier (class 1 above 0.5, as predict_classes), several a softmax (argmax)."""
     if A.shape[1] == 1:
-        return (A[:, 0] >= 0.5).astype(int), (Y[:, 0] >= 0.5).astype(int), 2
+        return (A[:, 0] > 0.5).astype(int), (Y[:, 0] >= 0.5).astype(int), 2
     return A.argmax(axis=1), Y.argmax(axis=1), A.shape[1]
 
 

@@ -464,6 +464,16 @@ class Sequential:
                              "in model.preprocessing; this model's outputs are not one class per sample")
         return preprocessing_mod.predicted_classes(self.predict(X, batch_size), self._preprocessing)
 
+    def predict_proba(self, X, batch_size=PREDICT_BATCH):
+        """Class probabilities (batch, n_classes), columns in the order of the model's classes (as
+        scikit-learn's): a softmax's outputs, or [1 - p, p] for one sigmoid unit."""
+        output = self.dense_layers[-1].activation.name
+        if not (output == "softmax" or (output == "sigmoid" and self.n_out == 1)):
+            raise ValueError("predict_proba needs a softmax output or one sigmoid unit; this model's outputs "
+                             f"({output}, {self.n_out} units) are not the probabilities of classes")
+        P = self.predict(X, batch_size)
+        return P if output == "softmax" else np.hstack([1 - P, P])
+
     def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False):
         """(loss: float, [(dW, db), ...] as NumPy arrays), by the hand-derived backward pass.
         `loss`, `l1`, `l2` default to the compiled ones; `training=True` applies dropout."""

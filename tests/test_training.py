@@ -313,3 +313,24 @@ def test_ctrl_c_stops_fit_after_the_step_under_way_and_returns_the_history():
     assert outcome["epochs"] == [0, 1, 2] and outcome["interrupted"] and outcome["handler_restored"]
     assert 0 < outcome["accuracy"] <= 1
     assert "Interrupted (Ctrl-C) in epoch 4, after step 1 of 25" in result.stderr  # 800 samples, batch 32
+
+
+def test_predict_proba_and_predict_classes_and_accuracy_agree():
+    X, y = mlp.datasets.moons(n=60, seed=0)
+    for output, n_out, loss in (("sigmoid", 1, "binary_cross_entropy"), ("softmax", 2, "cross_entropy")):
+        model = mlp.MLP([2, 8, n_out], output=output, seed=0)
+        model.compile(loss=loss, optimizer=mlp.Adam(lr=0.05))
+        model.fit(X, y, epochs=3, verbose=0)
+        P = model.predict_proba(X)
+        assert P.shape == (len(X), 2) and np.allclose(P.sum(axis=1), 1, atol=1e-6)
+        np.testing.assert_array_equal(P.argmax(axis=1), model.predict_classes(X))
+        assert model.evaluate(X, y)["accuracy"] == pytest.approx(np.mean(model.predict_classes(X) == y))
+    with pytest.raises(ValueError, match="predict_proba needs a softmax output or one sigmoid unit"):
+        mlp.MLP([2, 3]).predict_proba(X)
+    # an output of exactly 0.5 is class 0 for predict_classes and for the accuracy metric alike
+    half = mlp.MLP([1, 1], output="sigmoid", seed=0)
+    half.set_weights([(np.zeros((1, 1)), np.zeros(1))])
+    half.compile(loss="binary_cross_entropy")
+    assert half.predict_classes(np.zeros((2, 1))).tolist() == [0, 0]
+    assert half.evaluate(np.zeros((2, 1)), [0, 1])["accuracy"] == 0.5
+    assert half.evaluate(np.zeros((2, 1)), [0, 0])["accuracy"] == 1.0

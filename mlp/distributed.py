@@ -407,8 +407,9 @@ class DataParallel:
         pieces = [np.asarray(to_host(total), dtype=float).reshape(1)]
         shapes = {}
         for name, parts in totals.items():
-            shapes[name] = [np.shape(to_host(part)) for part in parts]
-            pieces += [np.asarray(to_host(part), dtype=float).ravel() for part in parts]
+            host = [np.asarray(to_host(part), dtype=float) for part in parts]
+            shapes[name] = [part.shape for part in host]
+            pieces += [part.ravel() for part in host]
         values = self.world.allreduce_host(np.concatenate(pieces))
         reduced, at = {}, 1
         for name, part_shapes in shapes.items():

@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from mlp.preprocessing import predicted_classes
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -28,11 +30,12 @@ def _ratio(totals) -> float:
 
 
 def _labels_of(A, Y):
-    """(predicted, true) class per sample, and the number of classes: one output unit is a
-    binary classifier (class 1 above 0.5, as predict_classes), several a softmax (argmax)."""
+    """(predicted, true) class per sample, and the number of classes: predicted as
+    predict_classes decides (one output unit: class 1 above 0.5; several: argmax)."""
+    predicted = predicted_classes(A)
     if A.shape[1] == 1:
-        return (A[:, 0] > 0.5).astype(int), (Y[:, 0] >= 0.5).astype(int), 2
-    return A.argmax(axis=1), Y.argmax(axis=1), A.shape[1]
+        return predicted, (Y[:, 0] >= 0.5).astype(np.int64), 2
+    return predicted, Y.argmax(axis=1), A.shape[1]
 
 
 def _accuracy_totals(A, Y):

@@ -11,11 +11,14 @@ from mlp.io import load
 from mlp.layers import Dense, Dropout
 from mlp.linear import Perceptron, least_squares
 from mlp.model import MLP, EarlyStopping, History, Sequential
-from mlp.optimizers import SGD, Adam
+from mlp.optimizers import OPTIMIZERS as _OPTIMIZERS
 from mlp.preprocessing import Preprocessing
 from mlp.schedules import CosineLR, ExponentialLR, ReduceLROnPlateau, StepLR
 
 __version__ = "0.1.0"
+
+# every registered optimizer as mlp.<Class> (mlp.SGD, mlp.Adam, mlp.AdamW, ...)
+globals().update({_cls.__name__: _cls for _cls in _OPTIMIZERS.values()})
 
 
 def __getattr__(name):
@@ -27,7 +30,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'mlp' has no attribute {name!r}")
 
 __all__ = [
-    "MLP", "Sequential", "Dense", "Dropout", "SGD", "Adam", "EarlyStopping", "History",
+    "MLP", "Sequential", "Dense", "Dropout", *(_cls.__name__ for _cls in _OPTIMIZERS.values()), "EarlyStopping",
+    "History",
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",
     "StandardScaler", "MinMaxScaler", "train_test_split", "train_val_test_split",

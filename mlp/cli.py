@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from mlp import optimizers
+
 FILE_DATASETS = ("mnist", "fashion-mnist")
 CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
 SPLITS = ("test", "train", "all")
@@ -265,7 +267,8 @@ def cmd_train(args):
     output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(args.loss, "identity")
     model = mlp.MLP(sizes, activation=args.activation, output=output, backend=args.backend,
                     seed=args.seed, dropout=args.dropout, dtype=args.dtype)
-    optimizer = mlp.Adam(lr=args.lr) if args.optimizer == "adam" else mlp.SGD(lr=args.lr, momentum=0.9)
+    options = {"momentum": 0.9} if args.optimizer == "sgd" else {}  # SGD with momentum; the others as defined
+    optimizer = optimizers.OPTIMIZERS[args.optimizer](lr=args.lr, **options)
     model.compile(loss=args.loss, optimizer=optimizer, l2=args.l2)
     # Scaling fitted on the training part only; classes from all labels (the task's classes).
     # The model applies both wherever data enters, here and after loading.
@@ -498,7 +501,8 @@ def build_parser():
     train.add_argument("--loss", default="cross_entropy",
                        choices=["cross_entropy", "binary_cross_entropy", "mse", "mae", "sse"],
                        help="classification (cross_entropy, binary_cross_entropy) or regression on the label values")
-    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="the update rule")
+    train.add_argument("--optimizer", default="adam", choices=list(optimizers.OPTIMIZERS),
+                       help="the update rule (sgd: with momentum 0.9)")
     train.add_argument("--lr", type=finite_float, default=0.01, help="learning rate")
     train.add_argument("--l2", type=finite_float, default=0.0, help="L2 penalty on the weights")
     train.add_argument("--dropout", type=finite_float, default=0.0, help="dropout rate after each hidden layer")

@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
                       "pip install 'mlp[sklearn]'") from None
 
 import mlp
+from mlp.optimizers import OPTIMIZERS
 from mlp.preprocessing import Preprocessing
 
 
@@ -58,12 +59,12 @@ class _MLPEstimator(BaseEstimator):
             else int(check_random_state(self.random_state).randint(2**31))
         model = mlp.MLP(sizes, activation=self.activation, output=self._output, backend=self.backend,
                         dtype=self.dtype, seed=seed)
-        if self.optimizer == "adam":
-            optimizer = mlp.Adam(lr=self.learning_rate)
-        elif self.optimizer == "sgd":
-            optimizer = mlp.SGD(lr=self.learning_rate, momentum=self.momentum)
-        else:
-            raise ValueError(f"The 'optimizer' parameter must be 'adam' or 'sgd'. Got {self.optimizer!r} instead.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"The 'optimizer' parameter must be one of {sorted(OPTIMIZERS)}. "
+                             f"Got {self.optimizer!r} instead.")
+        # momentum is scikit-learn's for solver="sgd" only; the other rules keep their defaults
+        options = {"momentum": self.momentum} if self.optimizer == "sgd" else {}
+        optimizer = OPTIMIZERS[self.optimizer](lr=self.learning_rate, **options)
         model.compile(loss=self._loss, optimizer=optimizer, l2=self.l2)
         return model
 

@@ -34,3 +34,23 @@ def rng():
 def assert_close(actual, expected, dtype, scale=1.0):
     tol = TOLERANCE[str(np.dtype(dtype))]
     np.testing.assert_allclose(actual, expected, rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)
+
+
+def every_optimizer():
+    """Each registered optimizer (mlp.optimizers.OPTIMIZERS) at its defaults, then with every
+    setting that takes its rule down another path (momentum, Nesterov, centering, decays), so
+    that a new entry is covered the day it is registered."""
+    import inspect
+
+    from mlp import optimizers
+
+    variants = {"momentum": 0.5, "nesterov": True, "centered": True, "weight_decay": 0.1, "lr_decay": 0.1,
+                "initial_accumulator_value": 0.1}
+    found = []
+    for cls in optimizers.OPTIMIZERS.values():
+        takes = set(inspect.signature(cls.__init__).parameters)
+        found.append(cls(lr=0.01))
+        changed = {name: value for name, value in variants.items() if name in takes}
+        if changed:
+            found.append(cls(lr=0.01, **changed))
+    return found

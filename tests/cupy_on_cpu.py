@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -44,9 +43,9 @@ def _on_device(function):
 
 
 class _Kernel:
-    def __init__(self, library, name, real):
+    def __init__(self, library, name, real, signature):
         self.function = getattr(library, f"host_{name}")
-        self.signature = cuda_source.SIGNATURES[cuda_source.kernel_kind(name)]
+        self.signature = signature
         self.real, self.name = real, name
 
     def __call__(self, grid, block, args):
@@ -84,11 +83,11 @@ class RawModule:
             subprocess.run([shutil.which("g++"), "-O1", "-shared", "-fPIC", "-o", library, source], check=True)
             self._built[key] = ctypes.CDLL(library)
         self.library, self.real = self._built[key], real
-        self.names = set(re.findall(r'extern "C" __global__ void (\w+)\(', code))
+        self.signatures = cuda_source.signatures(code)
 
     def get_function(self, name):
-        assert name in self.names, name
-        return _Kernel(self.library, name, self.real)
+        assert name in self.signatures, name
+        return _Kernel(self.library, name, self.real, self.signatures[name])
 
 
 def make_module(devices=1) -> types.ModuleType:

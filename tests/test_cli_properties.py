@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, set
 from hypothesis import strategies as st
 
 from mlp.cli import main
+from mlp.optimizers import OPTIMIZERS
 
 CLI = settings(deadline=None, database=None, derandomize=True, print_blob=False,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -98,7 +99,7 @@ TRAIN_OPTIONS = {  # option: (values that should work, values that should be ref
     "--hidden": (["8", "4,4"], ["0", "a", "-3", "", "8,,x"]),
     "--activation": (["relu", "tanh", "sigmoid", "elu", "leaky_relu"], ["bogus", "", "RELU "]),
     "--loss": (["cross_entropy", "mse"], ["bogus"]),
-    "--optimizer": (["adam", "sgd"], ["bogus"]),
+    "--optimizer": (list(OPTIMIZERS), ["bogus"]),
     "--lr": (["0.01", "0.1", "1e-4"], ["nan", "inf", "-1", "1e300", "x"]),
     "--l2": (["0", "1e-3"], ["-1", "nan"]),
     "--dropout": (["0", "0.2"], ["1", "-0.1", "nan"]),

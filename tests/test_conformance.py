@@ -5,6 +5,7 @@ import pytest
 
 import mlp
 from mlp import activations
+from mlp.optimizers import OPTIMIZERS
 from tests.conftest import assert_close
 
 HIDDEN = sorted(set(activations.ACTIVATIONS) - {"step", "softmax"})
@@ -52,8 +53,9 @@ def test_gradients_match_reference(backend_name, dtype, hidden, output, loss, ba
         assert_close(db, db_ref, dtype, scale=10)
 
 
-@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.05, momentum=0.9, nesterov=True),
-                                       lambda: mlp.Adam(lr=0.01)], ids=["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.05, momentum=0.9, nesterov=True)] + [
+    lambda cls=cls: cls(lr=0.01) for name, cls in OPTIMIZERS.items() if name != "sgd"],
+    ids=["sgd"] + [name for name in OPTIMIZERS if name != "sgd"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_training_trajectory_matches_reference(backend_name, optimizer, dtype, rng):
     X, y = problem("cross_entropy", 4, 96, rng)

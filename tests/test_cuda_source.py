@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mlp import activations, losses
+from mlp import activations, losses, optimizers
 from mlp.backends import get_backend
 from mlp.kernels import cuda_source, cuda_toolchain
 from tests import cupy_on_cpu
@@ -19,6 +19,12 @@ from tests import cupy_on_cpu
 ACTIVATIONS = [activations.get(name) for name in activations.ACTIVATIONS if name != "softmax"] + [
     activations.get("leaky_relu", slope=0.2), activations.get("elu", alpha=0.5)]
 LOSSES = [losses.LOSSES[name] for name in ("mse", "sse", "mae", "binary_cross_entropy", "cross_entropy")]
+# every registered optimizer, with the settings that change its rule's path
+OPTIMIZERS = [cls() for cls in optimizers.OPTIMIZERS.values()] + [
+    optimizers.SGD(0.05, momentum=0.9), optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+    optimizers.RMSprop(0.01, momentum=0.5, centered=True, weight_decay=0.1),
+    optimizers.AdamW(0.01, weight_decay=0.1), optimizers.Adagrad(0.1, lr_decay=0.1, weight_decay=0.1)]
+OPTIMIZER_PLANS = [optimizer.plan() for optimizer in OPTIMIZERS]
 GRID, BLOCK = 3, 7  # 21 threads: every kernel's grid-stride loop goes round more than once
 TOLERANCE = {"float64": 1e-12, "float32": 2e-6}
 
@@ -30,10 +36,11 @@ class HostKernels:
 
     def __init__(self, dtype):
         self.dtype = dtype
-        self.module = cupy_on_cpu.RawModule(cuda_source.module_source(dtype, ACTIVATIONS, LOSSES))
+        self.source = cuda_source.module_source(dtype, ACTIVATIONS, LOSSES, OPTIMIZER_PLANS)
+        self.module = cupy_on_cpu.RawModule(self.source)
 
     def run(self, name, *args):
-        signature = cuda_source.SIGNATURES[cuda_source.kernel_kind(name)]
+        signature = cuda_source.signatures(self.source)[name]
         scalars = {"T": np.dtype(self.dtype).type, "long long": np.int64, "int": np.int32}
         converted = [value.view(cupy_on_cpu.DeviceArray) if ctype.endswith("*") else scalars[ctype](value)
                      for (ctype, _), value in zip(signature, args)]
@@ -109,34 +116,30 @@ def test_softmax_cross_entropy_and_softmax_rows_kernels(host):
     close(inference, A, host.dtype)
 
 
-def _hyper(*values):
-    return np.array(values, dtype=np.float64)
-
-
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam"])
-def test_optimizer_kernels_follow_the_reference_for_several_steps(host, kind):
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=repr)
+def test_optimizer_kernels_follow_the_reference_for_several_steps(host, optimizer):
     rng = np.random.default_rng(4)
     dtype = host.dtype
+    plan = optimizer.plan()
     reference = get_backend("numpy")
     p = rng.standard_normal(50).astype(dtype)
+    optimizer.build(reference, p.copy())
     p_ref = p.copy()
-    s1, s2 = np.zeros_like(p), np.zeros_like(p)
-    s1_ref, s2_ref = np.zeros_like(p), np.zeros_like(p)
-    hyper = _hyper(0.05, 0.9) if kind != "adam" else _hyper(0.01, 0.9, 0.999, 1e-8, 0, 0, 0)
+    states = {name: np.zeros_like(p) + value for name, value in optimizer.arrays.items()}
+    slots = cuda_source.device_scalars(plan)
+    hyper = np.zeros(len(slots))
+    hyper[:len(plan.hyperparameters)] = list(optimizer.values(plan).values())
     for step in range(1, 4):
         g = rng.standard_normal(50).astype(dtype)
-        if kind == "sgd":
-            host.run("sgd", p, g, hyper, p.size)
-            reference.sgd_update(p_ref, g, None, 0.05, 0.0, False)
-        elif kind in ("momentum", "nesterov"):
-            host.run("momentum", p, g, s1, hyper, p.size, int(kind == "nesterov"))
-            reference.sgd_update(p_ref, g, s1_ref, 0.05, 0.9, kind == "nesterov")
-        else:
-            host.run("adam_tick", hyper)
-            host.run("adam", p, g, s1, s2, hyper, p.size)
-            reference.adam_update(p_ref, g, s1_ref, s2_ref, 0.01, 0.9, 0.999, 1e-8, step)
-            assert hyper[4] == step
+        if plan.derive is not None:
+            host.run(f"tick_{plan.name}", hyper)
+        host.run(f"update_{plan.name}", p, g, *states.values(), hyper, p.size)
+        optimizer.apply(p_ref, g)
+        if plan.counts_steps:
+            assert hyper[slots.index("t")] == step
         close(p, p_ref, dtype)
+        for name, state in states.items():
+            close(state, optimizer.arrays[name], dtype)
 
 
 def test_dropout_mask_kernel_is_a_seeded_counter_based_bernoulli(host):

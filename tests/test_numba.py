@@ -11,7 +11,7 @@ import pytest
 import mlp
 from mlp import activations
 from tests import test_conformance as conformance
-from tests.conftest import assert_close
+from tests.conftest import assert_close, every_optimizer
 
 pytest.importorskip("numba")
 
@@ -62,11 +62,9 @@ def test_every_loss(numba_path, output, loss):
 
 
 @pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
-@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(lr=0.1, momentum=0.9),
-                                       lambda: mlp.SGD(lr=0.1, momentum=0.8, nesterov=True),
-                                       lambda: mlp.Adam(lr=0.01)], ids=["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("optimizer", every_optimizer(), ids=repr)
 def test_every_optimizer(numba_path, optimizer):
-    check_against_numpy("relu", "softmax", "cross_entropy", optimizer)
+    check_against_numpy("relu", "softmax", "cross_entropy", lambda: mlp.optimizers.get(optimizer.config()))
 
 
 @pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)

@@ -89,7 +89,7 @@ def test_optimizer_names_and_errors():
     assert isinstance(mlp.optimizers.get("adam"), mlp.Adam)
     assert mlp.optimizers.get("sgd").lr == 0.01
     with pytest.raises(ValueError, match="Valid optimizers"):
-        mlp.optimizers.get("rmsprop")
+        mlp.optimizers.get("bogus")
     with pytest.raises(ValueError, match="lr"):
         mlp.SGD(lr=-1)
 

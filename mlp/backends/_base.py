@@ -15,6 +15,8 @@ import numpy as np
 
 from mlp.errors import BackendUnavailableError
 
+UPDATE_CHUNK = 1 << 14  # elements per slice of an optimizer rule run on arrays (see optimizer_update)
+
 
 def require(package: str, backend: str, extra: str):
     """Import `package` for `backend`, or say which extra installs it."""
@@ -115,7 +117,7 @@ class Backend:
             self.weight_gradient(dZ, X, dW)
         else:
             self.descend(dZ, X, W, dW, lr)
-            self.sgd_update(b, db, None, lr, 0.0, False)
+            self.plain_sgd(b, db, lr)
         return dX
 
     def delta_and_bias_gradient(self, A, dA, activation, db):
@@ -132,7 +134,7 @@ class Backend:
     def descend(self, dZ, X, W, dW, lr):
         """W -= lr dZ^T X, the plain SGD step of a layer's weights (dW: scratch it may use)."""
         self.weight_gradient(dZ, X, dW)
-        self.sgd_update(W, dW, None, lr, 0.0, False)  # W itself: a backend may key buffers by it
+        self.plain_sgd(W, dW, lr)  # W itself: a backend may key buffers by it
 
     def input_delta(self, dZ, W):
         """dX = dZ W. Through a one-unit layer a broadcast product: BLAS is slow at (n, 1) @ (1, m)."""
@@ -169,28 +171,25 @@ class Backend:
         grads *= self.xp.minimum(1.0, max_norm / (norm + 1e-6)).astype(grads.dtype)
         return norm
 
-    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
-        """torch.optim.SGD: v = mu v + g; step = g + mu v (Nesterov) or v; p -= lr step.
-        params: the flat buffer, or one layer's W or b (plain SGD folded into the backward)."""
-        if momentum == 0.0:
-            params -= self.xp.multiply(grads, lr, out=self.buffer(params, "step", params.shape, params.dtype))
-            return
-        velocity *= momentum
-        velocity += grads
-        if nesterov:
-            params -= lr * (grads + momentum * velocity)
-        else:
-            params -= lr * velocity
+    def plain_sgd(self, params, grads, lr):
+        """params -= lr grads: plain SGD on one layer's W or b (folded into the backward pass)."""
+        params -= self.xp.multiply(grads, lr, out=self.buffer(params, "step", params.shape, params.dtype))
 
-    def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
-        """torch.optim.Adam with bias correction; `step` counts from 1."""
-        m *= beta1
-        m += (1 - beta1) * grads
-        v *= beta2
-        v += (1 - beta2) * (grads * grads)
-        bias1 = 1 - beta1 ** step
-        bias2 = 1 - beta2 ** step
-        params -= (lr / bias1) * (m / (self.xp.sqrt(v) / np.sqrt(bias2) + eps))
+    def optimizer_update(self, optimizer, params, grads):
+        """One step of `optimizer`'s rule (mlp.optimizers) over the flat buffers, state updated in place.
+        The rule runs on slices of UPDATE_CHUNK elements: its temporaries stay in cache."""
+        plan = optimizer.update_plan
+        scalars = optimizer.scalars(plan)
+        states = [optimizer.arrays[name] for name in plan.state]
+        for start in range(0, params.size, UPDATE_CHUNK):
+            part = slice(start, start + UPDATE_CHUNK)
+            result = plan.rule(params[part], grads[part], *(state[part] for state in states), *scalars)
+            if not states:
+                params[part] = result
+                continue
+            params[part] = result[0]
+            for state, value in zip(states, result[1:]):
+                state[part] = value
 
     def __reduce__(self):
         """Pickled by name: unpickling gives that process's own instance of the backend, not a

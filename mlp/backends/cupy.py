@@ -79,9 +79,10 @@ class _DeviceHyper:
     """An optimizer's scalars in device memory (float64), written from the host only when the
     host's values differ from what the device holds."""
 
-    def __init__(self, params):
+    def __init__(self, params, plan):
         self.params = params  # keeps the id it is filed under alive
-        self.array = cupy.zeros(len(cuda_source.ADAM_HYPER), dtype=np.float64)
+        self.plan = plan
+        self.array = cupy.zeros(len(cuda_source.device_scalars(plan)), dtype=np.float64)
         self.host = None
 
     def ensure(self, values):
@@ -158,13 +159,13 @@ class Backend(_Base):
         return mask
 
     # --- kernels ------------------------------------------------------------------
-    def _kernels(self, dtype, activations=(), losses=()):
+    def _kernels(self, dtype, activations=(), losses=(), optimizers=()):
         """{kernel name: cupy.RawKernel} from the module for this dtype with these
-        activations and losses (compiled once; CuPy also caches the binary on disk)."""
+        activations, losses and optimizer plans (compiled once; CuPy also caches the binary on disk)."""
         key = (np.dtype(dtype).name, tuple(cuda_source.activation_key(a) for a in activations),
-               tuple(loss.name for loss in losses))
+               tuple(loss.name for loss in losses), tuple(optimizers))
         if key not in self._modules:
-            source = cuda_source.module_source(key[0], activations, losses)
+            source = cuda_source.module_source(key[0], activations, losses, optimizers)
             module = cupy.RawModule(code=source, options=("--std=c++17",))
             self._modules[key] = {name: module.get_function(name) for name in cuda_source.kernel_names(source)}
         return self._modules[key]
@@ -223,43 +224,38 @@ class Backend(_Base):
         return term.sum() * scale, dA
 
     # --- the optimizer over the flat buffer ------------------------------------------
-    def _device_hyper(self, params, values):
+    def _device_hyper(self, params, optimizer):
+        """The device's copy of `optimizer`'s scalars for the buffer `params`, made current
+        (unless capturing: capture replays what the device holds, made current before)."""
+        plan = optimizer.update_plan
         hyper = self._hyper.get(id(params))
-        if hyper is None or hyper.params is not params:
-            hyper = self._hyper[id(params)] = _DeviceHyper(params)
-        if not self._capturing:  # capture replays what the device holds; it was made current before
-            hyper.ensure(values)
+        if hyper is None or hyper.params is not params or hyper.plan != plan:
+            hyper = self._hyper[id(params)] = _DeviceHyper(params, plan)
+        if not self._capturing:
+            values = tuple(optimizer.values(plan).values())
+            hyper.ensure(values + ((float(optimizer.step),) if plan.counts_steps else ()))
         return hyper
 
     def sync_optimizer(self, params, optimizer):
         """Make the device's copy of the optimizer's scalars current (before a graph replay)."""
-        if optimizer.name == "adam":
-            self._device_hyper(params, (optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
-                                        float(optimizer.step)))
-        else:
-            self._device_hyper(params, (optimizer.lr, optimizer.momentum))
+        self._device_hyper(params, optimizer)
 
     def counted_step(self, params, optimizer):
-        """After a replay: the device counted one more Adam step."""
+        """After a step: the device counted one more step where the optimizer counts them."""
         hyper = self._hyper[id(params)]
-        if optimizer.name == "adam":
-            hyper.host = hyper.host[:4] + (hyper.host[4] + 1.0,)
+        if optimizer.update_plan.counts_steps:
+            hyper.host = hyper.host[:-1] + (hyper.host[-1] + 1.0,)
 
-    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
-        hyper = self._device_hyper(params, (lr, momentum))
-        kernels = self._kernels(params.dtype)
-        if momentum == 0.0:
-            self._launch(kernels["sgd"], params.size, params, grads, hyper.array, np.int64(params.size))
-        else:
-            self._launch(kernels["momentum"], params.size, params, grads, velocity, hyper.array,
-                         np.int64(params.size), np.int32(bool(nesterov)))
-
-    def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
-        hyper = self._device_hyper(params, (lr, beta1, beta2, eps, float(step - 1)))
-        kernels = self._kernels(params.dtype)
-        self._launch(kernels["adam_tick"], 1, hyper.array)
-        self._launch(kernels["adam"], params.size, params, grads, m, v, hyper.array, np.int64(params.size))
-        hyper.host = (lr, beta1, beta2, eps, float(step))
+    def optimizer_update(self, optimizer, params, grads):
+        plan = optimizer.update_plan
+        hyper = self._device_hyper(params, optimizer)
+        kernels = self._kernels(params.dtype, optimizers=(plan,))
+        if plan.derive is not None:
+            self._launch(kernels[f"tick_{plan.name}"], 1, hyper.array)
+        states = [optimizer.arrays[name] for name in plan.state]
+        self._launch(kernels[f"update_{plan.name}"], params.size, params, grads, *states, hyper.array,
+                     np.int64(params.size))
+        self.counted_step(params, optimizer)
 
     # --- the whole step as a CUDA graph ----------------------------------------------
     def fused_train_step(self, model, batch, plan_batch=None):  # a graph per shape: plan_batch does not apply

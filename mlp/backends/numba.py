@@ -26,11 +26,13 @@ import numpy as np
 from mlp import config
 from mlp.backends._base import require
 from mlp.backends.numpy import Backend as _NumpyBackend
+from mlp.optimizers import SGD
 
 numba = require("numba", "numba", "numba")
 
 from mlp.kernels import numba_codegen as codegen  # noqa: E402  (needs numba)
 from mlp.kernels import numba_cpu as kernels  # noqa: E402
+from mlp.kernels import numba_update as update_code  # noqa: E402
 
 SHIPPED_CROSSOVER = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
 
@@ -111,6 +113,7 @@ class Backend(_NumpyBackend):
                                                     "inference_from_by_width"))
         self.crossover_override = config.numba_crossover()
         self._generated = {}
+        self._plain_sgd_plan = SGD().plan()
 
     # --- which path -----------------------------------------------------------------
     def crossover_for(self, n_weights: int, table=None) -> int:
@@ -159,41 +162,29 @@ class Backend(_NumpyBackend):
         return cache[key]
 
     def _train_step(self, model, batch, plan_batch):
-        from mlp.optimizers import Adam
-
         optimizer = model.optimizer
-        kind = "adam" if isinstance(optimizer, Adam) else (
-            "nesterov" if optimizer.nesterov else "momentum" if optimizer.momentum else "sgd")
         weights = _weights(model)
+        update = optimizer.update_plan
         plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
-                                kind, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
+                                update, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
                                 str(model.dtype), codegen.blocks(plan_batch, weights),
                                 codegen.splits(plan_batch, weights))
         step = kernels.load(codegen.step_source(plan)).step
         if plan.split:
             step = _one_at_a_time(step)
         work, output = codegen.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
-        state = optimizer.state_arrays()
-        arrays = {"params": model.params, "grads": model.grads, "s1": state.get("m", state.get("velocity")),
-                  "s2": state.get("v"), "work": work}
+        arrays = {"params": model.params, "grads": model.grads, "work": work,
+                  **{f"s_{name}": optimizer.arrays[name] for name in update.state}}
         names = codegen.step_arguments(plan)
         fixed = tuple(arrays[name] for name in names[2:names.index("work") + 1])
         settings = tuple(value for value, used in ((model.l1, plan.l1), (model.l2, plan.l2),
                                                    (model.clip_norm, plan.clip)) if used)
-
-        if kind == "adam":
-            def hyper():
-                optimizer.count_step()
-                return optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps, optimizer.step
-        elif kind == "sgd":
-            def hyper():
-                return (optimizer.lr,)
-        else:
-            def hyper():
-                return optimizer.lr, optimizer.momentum
+        hyperparameters = _scalars(optimizer, update)
 
         def train(X, Y):
-            return step(X, Y, *fixed, *hyper(), *settings), [output]
+            loss = step(X, Y, *fixed, *hyperparameters(), *settings)
+            optimizer.count_step()
+            return loss, [output]
 
         return train
 
@@ -251,17 +242,26 @@ class Backend(_NumpyBackend):
     def square_norm(self, v):
         return v.dtype.type(kernels.square_norm(np.ascontiguousarray(v)))
 
-    def _updates(self, dtype):
-        key = ("updates", dtype)
+    def _update_kernel(self, plan, dtype):
+        key = ("update", plan, dtype)
         if key not in self._generated:
-            self._generated[key] = kernels.load(codegen.update_source(str(dtype)))
+            self._generated[key] = kernels.load(update_code.update_source(plan, str(dtype))).update
         return self._generated[key]
 
-    def sgd_update(self, params, grads, velocity, lr, momentum, nesterov):
-        if momentum == 0.0:  # flat views: the kernels loop over params.size
-            self._updates(params.dtype).sgd_update(params.reshape(-1), grads.reshape(-1), lr)
-        else:
-            self._updates(params.dtype).momentum_update(params, grads, velocity, lr, momentum, nesterov)
+    def plain_sgd(self, params, grads, lr):
+        plan = self._plain_sgd_plan
+        self._update_kernel(plan, params.dtype)(params.reshape(-1), grads.reshape(-1), lr)  # flat views
 
-    def adam_update(self, params, grads, m, v, lr, beta1, beta2, eps, step):
-        self._updates(params.dtype).adam_update(params, grads, m, v, lr, beta1, beta2, eps, step)
+    def optimizer_update(self, optimizer, params, grads):
+        plan = optimizer.update_plan
+        states = [optimizer.arrays[name] for name in plan.state]
+        self._update_kernel(plan, params.dtype)(params, grads, *states, *_scalars(optimizer, plan)())
+
+
+def _scalars(optimizer, plan):
+    """A function () -> the scalar arguments of the next step's update (hyperparameters, then
+    t when counted), as the generated code takes them (mlp.kernels.numba_update)."""
+    names = plan.hyperparameters
+    if plan.counts_steps:
+        return lambda: (*(float(getattr(optimizer, name)) for name in names), optimizer.step + 1)
+    return lambda: tuple(float(getattr(optimizer, name)) for name in names)

@@ -11,9 +11,10 @@ its sizes as arguments, and strides over the grid, so any launch shape covers th
 - `sigmoid_binary_cross_entropy`, `softmax_cross_entropy`: output activation, loss terms
   from the logits and the output delta (A - Y) * scale in one pass;
 - `softmax_rows`: softmax for inference;
-- `sgd`, `momentum`, `adam_tick`, `adam`: the optimizer over the whole flat buffer, with the
-  hyperparameters (and Adam's step count) in device memory, so a captured CUDA graph
-  replays with the current learning rate and step;
+- `update_<optimizer>` (and `tick_<optimizer>` where it counts steps): the optimizer's rule
+  over the whole flat buffer, from its descriptor (mlp.optimizers), with the hyperparameters,
+  step count and derived scalars in device memory (`device_scalars`), so a captured CUDA
+  graph replays with the current learning rate and step;
 - `dropout_mask`, `counter_tick`: counter-based random masks (seed and counter on the device).
 """
 from __future__ import annotations
@@ -21,17 +22,12 @@ from __future__ import annotations
 import re
 
 from mlp import activations, losses
-from mlp.kernels import rules
-from mlp.kernels.translate import C_PRELUDE, c_number, to_c
+from mlp.kernels.translate import C_PRELUDE, bind, c_number, to_c
 
 C_TYPES = {"float32": "float", "float64": "double"}
 
-# Device-resident hyperparameters (always double): the host writes them only when they change.
-# Adam uses every slot; SGD only the first two, as (lr, momentum).
-ADAM_HYPER = ("lr", "beta1", "beta2", "eps", "step", "step_size", "root_bias2")
-
-# name -> parameters (C type, name); the kernels' single declaration, used for the CUDA
-# source, the host launchers and the argument order callers follow.
+# name -> parameters (C type, name) of the fixed kernels; the generated ones declare theirs
+# in their source, which `signatures` reads back (for the host launchers and the tests).
 SIGNATURES = {
     "loss": [("const T*", "A"), ("const T*", "Y"), ("T*", "dA"), ("T*", "term"),
              ("long long", "total"), ("T", "scale")],
@@ -43,12 +39,6 @@ SIGNATURES = {
     "softmax_rows": [("const T*", "Z"), ("T*", "A"), ("long long", "rows"), ("long long", "cols")],
     "forward": [("T*", "Z"), ("const T*", "b"), ("long long", "n_out"), ("long long", "total")],
     "backward": [("const T*", "A"), ("const T*", "dA"), ("T*", "dZ"), ("long long", "total")],
-    "sgd": [("T*", "p"), ("const T*", "g"), ("const double*", "hyper"), ("long long", "n")],
-    "momentum": [("T*", "p"), ("const T*", "g"), ("T*", "v"), ("const double*", "hyper"),
-                 ("long long", "n"), ("int", "nesterov")],
-    "adam_tick": [("double*", "hyper")],
-    "adam": [("T*", "p"), ("const T*", "g"), ("T*", "m"), ("T*", "v"), ("const double*", "hyper"),
-             ("long long", "n")],
     "dropout_mask": [("T*", "mask"), ("const unsigned long long*", "state"), ("long long", "total"),
                      ("T", "keep")],
     "counter_tick": [("unsigned long long*", "state")],
@@ -64,8 +54,8 @@ def activation_key(activation) -> str:
     return re.sub(r"[^0-9a-zA-Z_]", "p", text.replace("-", "m"))
 
 
-def _kernel(name, kind, body):
-    params = ", ".join(f"{ctype} {pname}" for ctype, pname in SIGNATURES[kind])
+def _kernel(name, kind, body, signature=None):
+    params = ", ".join(f"{ctype} {pname}" for ctype, pname in (signature or SIGNATURES[kind]))
     return f'extern "C" __global__ void {name}({params}) {{\n{body}\n}}\n'
 
 
@@ -97,14 +87,6 @@ def _loss_kernel(loss) -> str:
 def _fixed_kernels() -> str:
     sigmoid = to_c(activations.sigmoid, {"z": "Z[i]"}, ["T a"])
     logit_term = to_c(losses.binary_cross_entropy_logit_term, {"z": "Z[i]", "y": "Y[i]"}, ["term[i]"])
-    sgd = to_c(rules.sgd_step, {"p": "p[i]", "g": "g[i]", "lr": "lr"}, ["p[i]"])
-    momentum = to_c(rules.momentum_step, {"p": "p[i]", "g": "g[i]", "v": "v[i]", "lr": "lr",
-                                          "momentum": "mu", "nesterov": "nesterov"}, ["p[i]", "v[i]"])
-    scales = to_c(rules.adam_scales, {"lr": "hyper[0]", "beta1": "hyper[1]", "beta2": "hyper[2]",
-                                      "step": "hyper[4]"}, ["hyper[5]", "hyper[6]"], dtype="double")
-    adam = to_c(rules.adam_step, {"p": "p[i]", "g": "g[i]", "m": "m[i]", "v": "v[i]",
-                                  "step_size": "step_size", "beta1": "beta1", "beta2": "beta2",
-                                  "root_bias2": "root_bias2", "eps": "eps"}, ["p[i]", "m[i]", "v[i]"])
     rows = _GRID_STRIDE.format(i="r", n="rows")
     return "".join([
         _kernel("sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy",
@@ -138,20 +120,6 @@ def _fixed_kernels() -> str:
         for (long long j = 0; j < cols; ++j) total += exp(z[j] - top);
         for (long long j = 0; j < cols; ++j) A[r * cols + j] = exp(z[j] - top) / total;
     }}"""),
-        _kernel("sgd", "sgd", f"    const T lr = T(hyper[0]);\n    {_GRID_STRIDE.format(i='i', n='n')} {{\n"
-                              f"{_indent(sgd)}\n    }}"),
-        _kernel("momentum", "momentum",
-                f"    const T lr = T(hyper[0]), mu = T(hyper[1]);\n    {_GRID_STRIDE.format(i='i', n='n')} {{\n"
-                f"{_indent(momentum)}\n    }}"),
-        # One thread counts the step and computes Adam's bias corrections for it; the update
-        # kernel launched after it on the same stream reads them.
-        _kernel("adam_tick", "adam_tick",
-                f"    if (blockIdx.x == 0 && threadIdx.x == 0) {{\n        hyper[4] += 1.0;\n"
-                f"{_indent(scales)}\n    }}"),
-        _kernel("adam", "adam",
-                "    const T beta1 = T(hyper[1]), beta2 = T(hyper[2]), eps = T(hyper[3]);\n"
-                "    const T step_size = T(hyper[5]), root_bias2 = T(hyper[6]);\n"
-                f"    {_GRID_STRIDE.format(i='i', n='n')} {{\n{_indent(adam)}\n    }}"),
         # Inverted dropout from a counter-based hash (splitmix64 of seed, counter, index): the
         # same mask for the same state on every device and in every replay of a graph.
         _kernel("dropout_mask", "dropout_mask",
@@ -169,9 +137,38 @@ def _fixed_kernels() -> str:
     ])
 
 
-def module_source(dtype: str, activation_list=(), loss_list=()) -> str:
+def device_scalars(plan) -> list:
+    """The optimizer's scalars in device memory (doubles), in order: its hyperparameters, the
+    steps taken when it counts them, then what `derive` computes for the next step."""
+    return list(plan.hyperparameters) + (["t"] if plan.counts_steps else []) + list(plan.derived)
+
+
+def _optimizer_kernels(plan) -> str:
+    """`update_<name>(p, g, *state, hyper, n)`: the rule over the flat buffer, its scalars read
+    from `hyper` (`device_scalars`); `tick_<name>(hyper)`: one thread counts the step and
+    derives the step's scalars, for the update launched after it on the same stream."""
+    slots = device_scalars(plan)
+    signature = [("T*", "p"), ("const T*", "g")] + [("T*", f"s_{name}") for name in plan.state] + [
+        ("const double*", "hyper"), ("long long", "n")]
+    scalars = "".join(f"    const T h_{name} = T(hyper[{slots.index(name)}]);\n" for name in plan.rule_scalars)
+    elements = ["p[i]", "g[i]"] + [f"s_{name}[i]" for name in plan.state]
+    rule = to_c(plan.rule, bind(plan.rule, elements, {name: f"h_{name}" for name in plan.rule_scalars}),
+                elements[:1] + elements[2:])
+    source = _kernel(f"update_{plan.name}", None,
+                     f"{scalars}    {_GRID_STRIDE.format(i='i', n='n')} {{\n{_indent(rule)}\n    }}", signature)
+    if plan.derive is None:
+        return source
+    derive = to_c(plan.derive, {name: f"hyper[{slots.index(name)}]" for name in plan.derive_arguments},
+                  [f"hyper[{slots.index(name)}]" for name in plan.derived], dtype="double")
+    count = f"        hyper[{slots.index('t')}] += 1.0;\n" if plan.counts_steps else ""
+    return source + _kernel(f"tick_{plan.name}", None, f"    if (blockIdx.x == 0 && threadIdx.x == 0) {{\n"
+                                                      f"{count}{_indent(derive)}\n    }}", [("double*", "hyper")])
+
+
+def module_source(dtype: str, activation_list=(), loss_list=(), optimizer_list=()) -> str:
     """The CUDA C++ module for float type `dtype` ("float32"/"float64") with forward and
-    backward kernels for each activation (element-wise ones) and loss kernels for each loss."""
+    backward kernels for each activation (element-wise ones), loss kernels for each loss and
+    update kernels for each optimizer plan (mlp.optimizers.UpdatePlan)."""
     seen, parts = set(), [f"typedef {C_TYPES[dtype]} T;", C_PRELUDE, _fixed_kernels()]
     for activation in activation_list:
         key = activation_key(activation)
@@ -180,19 +177,20 @@ def module_source(dtype: str, activation_list=(), loss_list=()) -> str:
             parts.append(_activation_kernels(activation))
     for loss in loss_list:
         parts.append(_loss_kernel(loss))
+    for plan in dict.fromkeys(optimizer_list):
+        parts.append(_optimizer_kernels(plan))
     return "\n".join(parts)
 
 
 def kernel_names(source: str) -> list[str]:
-    return re.findall(r'extern "C" __global__ void (\w+)\(', source)
+    return list(signatures(source))
 
 
-def kernel_kind(name: str) -> str:
-    """The SIGNATURES entry a kernel name follows."""
-    for prefix in ("forward_", "backward_", "loss_"):
-        if name.startswith(prefix):
-            return prefix.rstrip("_")
-    return name
+def signatures(source: str) -> dict:
+    """{kernel name: [(C type, parameter name), ...]} as declared in `source`."""
+    found = re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', source)
+    return {name: [tuple(p.strip().rsplit(" ", 1)) for p in params.split(",") if p.strip()]
+            for name, params in found}
 
 
 # Compiles the same module with a host C++ compiler: the CUDA built-ins become globals that
@@ -212,8 +210,7 @@ def host_version(source: str) -> str:
     """A module's source made compilable by a host C++ compiler, plus, per kernel,
     `extern "C" void host_<name>(grid, block, args...)` running it over a grid on the CPU."""
     launchers = []
-    for name in kernel_names(source):
-        signature = SIGNATURES[kernel_kind(name)]
+    for name, signature in signatures(source).items():
         params = ", ".join(f"{ctype} {pname}" for ctype, pname in signature)
         args = ", ".join(pname for _, pname in signature)
         launchers.append(

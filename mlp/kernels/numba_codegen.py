@@ -27,6 +27,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mlp.kernels import numba_update as update_code
+from mlp.kernels.formulas import compiled, to_real
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -48,7 +51,7 @@ class StepPlan:
     layers: tuple  # of Layer
     loss: str
     fused: bool  # sigmoid + binary_cross_entropy or softmax + cross_entropy
-    optimizer: str  # sgd, momentum, nesterov, adam
+    optimizer: object  # mlp.optimizers.UpdatePlan
     l1: bool
     l2: bool
     clip: bool
@@ -92,10 +95,7 @@ import math
 import numpy as np
 from numba import float32, njit, prange
 
-from mlp import activations as _act
-from mlp import losses as _loss
 from mlp.kernels import numba_cpu as _cpu
-from mlp.kernels import rules as _rules
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
@@ -116,27 +116,6 @@ def _offsets(layers):
     return result
 
 
-def _compiled(func, name, dtype, n_results=1):
-    """Source binding `name` to a compiled scalar version of the formula `func` (returning
-    `n_results` values). In float32 the formula is printed with float32 constants and
-    arguments (mlp.kernels.translate): Numba types a Python float as float64, and one float64
-    constant turns a whole float32 polynomial into float64 arithmetic (measured 2x on the
-    rational tanh; Adam's update, with its 1.0 - beta, 2.6x)."""
-    import inspect
-
-    from mlp.kernels.translate import to_python
-
-    if dtype != "float32":
-        module = {"mlp.activations": "_act", "mlp.losses": "_loss", "mlp.kernels.rules": "_rules"}[func.__module__]
-        return f"{name} = _jit({module}.{func.__name__})"
-    params = list(inspect.signature(func).parameters)
-    results = [f"result{i}" for i in range(n_results)]
-    body = to_python(func, {p: f"float32({p})" for p in params}, results, "float32")
-    lines = ["@_jit", f"def {name}({', '.join(params)}):"]
-    lines += [f"    {line}" for line in body.splitlines()] + [f"    return {', '.join(results)}"]
-    return "\n".join(lines)
-
-
 def _function_table(layers, loss, dtype):
     """Module-level compiled versions of the formulas the plan uses (in float32, the
     vectorisable forms of tanh and sigmoid: see mlp.activations.FLOAT32_FORMULAS)."""
@@ -148,58 +127,16 @@ def _function_table(layers, loss, dtype):
         if name not in seen and name != "softmax":
             seen.add(name)
             forward = activations.FLOAT32_FORMULAS.get(name, name) if dtype == "float32" else name
-            lines.append(_compiled(getattr(activations, forward), f"f_{name}", dtype))
-            lines.append(_compiled(getattr(activations, f"{name}_backward"), f"g_{name}", dtype))
+            lines.append(compiled(getattr(activations, forward), f"f_{name}", dtype))
+            lines.append(compiled(getattr(activations, f"{name}_backward"), f"g_{name}", dtype))
     terms = {"mse": "squared_error", "sse": "half_squared_error", "mae": "absolute_error",
              "binary_cross_entropy": "binary_cross_entropy", "cross_entropy": "cross_entropy"}
     if loss is not None:
         term = terms[loss]
         term_name = f"{term}_term" if loss in ("binary_cross_entropy", "cross_entropy") else term
-        lines.append(_compiled(getattr(losses, term_name), "loss_term", dtype))
-        lines.append(_compiled(getattr(losses, f"{term}_gradient"), "loss_gradient", dtype))
-        lines.append(_compiled(losses.binary_cross_entropy_logit_term, "bce_logit_term", dtype))
-    return "\n".join(lines) + "\n"
-
-
-RULES = {"sgd": ("sgd_step", 1), "momentum": ("momentum_step", 2), "nesterov": ("momentum_step", 2),
-         "adam": ("adam_step", 3)}  # the plan's optimizer -> (rule in mlp.kernels.rules, results)
-
-
-def _rule_table(optimizer, dtype, name="update_rule"):
-    from mlp.kernels import rules
-
-    rule, n_results = RULES[optimizer]
-    return _compiled(getattr(rules, rule), name, dtype, n_results) + "\n"
-
-
-def _to_real(names, dtype, indent="    "):
-    """Hyperparameters taken to the float type first: in a float32 loop one float64 value
-    turns the whole update into float64 arithmetic (Adam's flat update: 1.9 against 0.77 ms
-    over mnist's 670k parameters)."""
-    return [f"{indent}{name} = float32({name})" for name in names] if dtype == "float32" else []
-
-
-def update_source(dtype="float64") -> str:
-    """The flat-buffer optimizer updates of the per-layer path, from the rules in
-    mlp.kernels.rules: `sgd_update(params, grads, lr)`, `momentum_update(params, grads,
-    velocity, lr, momentum, nesterov)`, `adam_update(params, grads, m, v, lr, beta1, beta2,
-    eps, step)`."""
-    lines = [HEADER, _rule_table("sgd", dtype, "sgd_rule"), _rule_table("momentum", dtype, "momentum_rule"),
-             _rule_table("adam", dtype, "adam_rule"),
-             "@_jit", "def sgd_update(params, grads, lr):", *_to_real(["lr"], dtype),
-             "    for j in range(params.size):",
-             "        params[j] = sgd_rule(params[j], grads[j], lr)", "", "",
-             "@_jit", "def momentum_update(params, grads, velocity, lr, momentum, nesterov):",
-             *_to_real(["lr", "momentum"], dtype),
-             "    for j in range(params.size):",
-             "        params[j], velocity[j] = momentum_rule(params[j], grads[j], velocity[j], lr, momentum, nesterov)",
-             "", "",
-             "@_jit", "def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):",
-             "    step_size, root_bias2 = _cpu.adam_scales(lr, beta1, beta2, step)  # in float64",
-             *_to_real(["step_size", "root_bias2", "beta1", "beta2", "eps"], dtype),
-             "    for j in range(params.size):",
-             "        params[j], m[j], v[j] = adam_rule(params[j], grads[j], m[j], v[j], step_size, beta1, beta2,",
-             "                                          root_bias2, eps)"]
+        lines.append(compiled(getattr(losses, term_name), "loss_term", dtype))
+        lines.append(compiled(getattr(losses, f"{term}_gradient"), "loss_gradient", dtype))
+        lines.append(compiled(losses.binary_cross_entropy_logit_term, "bce_logit_term", dtype))
     return "\n".join(lines) + "\n"
 
 
@@ -248,8 +185,7 @@ def workspace(layers, batch, training, dtype, blocked=False):
 def step_arguments(plan) -> list:
     """The generated step's arguments: only those its plan uses (dispatch costs per argument)."""
     names = ["X", "Y", "params"] + (["grads"] if _writes_grads(plan) else [])
-    names += {"sgd": [], "adam": ["s1", "s2"]}.get(plan.optimizer, ["s1"])
-    names += ["work", "lr"] + {"sgd": [], "adam": ["h1", "h2", "eps", "t"]}.get(plan.optimizer, ["h1"])
+    names += update_code.state_arguments(plan.optimizer) + ["work"] + update_code.scalar_arguments(plan.optimizer)
     return names + [name for name, used in (("l1", plan.l1), ("l2", plan.l2), ("clip", plan.clip)) if used]
 
 
@@ -468,7 +404,7 @@ def forward_source(layers, dtype="float64", blocked=False, split=False) -> str:
     lines = [HEADER, _function_table(layers, None, dtype), _product_import(split), "",
              "@_jit_parallel" if forward_is_parallel(layers, split) else "@_jit",
              "def forward(X, params, work):", "    n = X.shape[0]",
-             f"    whole = n - n % {ROW_BLOCK}", "    one = 1.0", *_to_real(["one"], dtype)]
+             f"    whole = n - n % {ROW_BLOCK}", "    one = 1.0", *to_real(["one"], dtype)]
     lines += _workspace_views(layers, "A", blocked) + _views(layers)
     for number, layer in enumerate(layers, start=1):
         lines += _forward_layer(number, layer, number == L, False, dtype, blocked, parallel=parallel, rows=_rows(split))
@@ -479,12 +415,11 @@ def forward_source(layers, dtype="float64", blocked=False, split=False) -> str:
 
 
 def step_source(plan: StepPlan) -> str:
-    """`step(X, Y, params, [grads], [s1], [s2], work, lr, [h1], [h2, eps, t], [l1], [l2],
-    [clip]) -> loss`: one whole training step, with the arguments its plan uses
-    (`step_arguments`). `work` holds A_l, then D_l = dL/dZ_l (see `workspace`). s1, s2 are
-    the optimizer state (velocity; Adam's m and v); h1, h2 are momentum or Adam's betas.
-    A float32 step takes its hyperparameters to float32 first (`_to_real`), as NumPy's float32
-    update stays float32."""
+    """`step(X, Y, params, [grads], *state, work, *hyperparameters, [t], [l1], [l2], [clip])
+    -> loss`: one whole training step, with the arguments its plan uses (`step_arguments`).
+    `work` holds A_l, then D_l = dL/dZ_l (see `workspace`); the optimizer's state, scalars and
+    update are those its descriptor declares (mlp.kernels.numba_update). A float32 step takes
+    its scalars to float32 first (`to_real`), as NumPy's float32 update stays float32."""
     layers, L = plan.layers, len(plan.layers)
     out = layers[-1]
     per_element = f"n * {out.n_out}"
@@ -493,17 +428,14 @@ def step_source(plan: StepPlan) -> str:
     arguments = step_arguments(plan)
     split = plan.split
     rows = _rows(split)
-    lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), _rule_table(plan.optimizer, plan.dtype),
+    lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), update_code.rule_table(plan.optimizer, plan.dtype),
              _product_import(split), "", "@_jit_parallel" if split else "@_jit",
              f"def step({', '.join(arguments)}):",
              "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}",
              f"    inv_norm = 1.0 / ({norm})", "    one = 1.0"]
-    if plan.optimizer == "adam":  # the bias corrections in float64, before the betas are cast
-        lines += ["    step_size, root_bias2 = _cpu.adam_scales(lr, h1, h2, t)"]
-    hyper = [name for name in arguments if name in ("lr", "h1", "h2", "eps", "l1", "l2", "clip")]
-    lines += _to_real(["inv_norm", "one"] + hyper + (["step_size", "root_bias2"] if plan.optimizer == "adam" else []),
-                      plan.dtype)
+    lines += update_code.prepare(plan.optimizer, plan.dtype)
+    lines += to_real(["inv_norm", "one"] + [name for name in arguments if name in ("l1", "l2", "clip")], plan.dtype)
     lines += _workspace_views(layers, "AD", plan.blocked)
     lines += _views(layers)
     if _writes_grads(plan):
@@ -569,16 +501,8 @@ def step_source(plan: StepPlan) -> str:
 
 def _update(plan, target, grad, index, indent):
     """One optimizer update of `target` (a parameter element) by gradient `grad`, with its
-    optimizer state at flat position `index`: a call of the plan's rule from mlp.kernels.rules,
-    compiled into the step's module as `update_rule` (in float32, with float32 constants)."""
-    if plan.optimizer == "sgd":
-        return [f"{indent}{target} = update_rule({target}, {grad}, lr)"]
-    if plan.optimizer in ("momentum", "nesterov"):
-        nesterov = plan.optimizer == "nesterov"
-        return [(f"{indent}{target}, s1[{index}] = update_rule({target}, {grad}, s1[{index}], "
-                 f"lr, h1, {nesterov})")]
-    return [(f"{indent}{target}, s1[{index}], s2[{index}] = update_rule({target}, {grad}, "
-             f"s1[{index}], s2[{index}], step_size, h1, h2, root_bias2, eps)")]
+    optimizer state at flat position `index` (mlp.kernels.numba_update)."""
+    return update_code.update(plan.optimizer, target, grad, index, indent)
 
 
 def _input_delta_activation(plan, number):
@@ -686,7 +610,7 @@ def _writes_grads(plan):
 def _folds(plan):
     """Whether plain SGD is folded into the weight-gradient products (W += -lr D^T A): no
     penalty to add, and no global norm to wait for."""
-    return plan.optimizer == "sgd" and not (plan.l1 or plan.l2 or plan.clip)
+    return plan.optimizer.name == "sgd_plain" and not (plan.l1 or plan.l2 or plan.clip)
 
 
 def _layer_backward(plan, number):
@@ -700,7 +624,7 @@ def _layer_backward(plan, number):
     lines = []
     if number > 1:
         lines += [f"    D{number - 1}[:] = 0.0", f"    _product(one, D{number}, W{number}, D{number - 1})"]
-    target, alpha = (f"W{number}", "-lr") if _folds(plan) else (f"dW{number}", "one")
+    target, alpha = (f"W{number}", "-h_lr") if _folds(plan) else (f"dW{number}", "one")
     if not _folds(plan):
         lines.append(f"    {target}[:] = 0.0")
     if layer.n_in >= GEMM_COLUMNS or layer.n_in >= layer.n_out:

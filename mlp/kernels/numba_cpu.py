@@ -19,7 +19,6 @@ from numba.core.compiler_lock import global_compiler_lock
 
 from mlp import config as settings
 from mlp.io import atomic_write
-from mlp.kernels import rules
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
@@ -142,12 +141,6 @@ def products():
     if not isinstance(module.product.compile, functools.partial):
         module.product.compile = functools.partial(_compile_slp_vectorized, module.product.compile)
     return module
-
-
-# Adam's bias corrections, compiled (a scalar computation, in float64): the generated steps
-# and flat updates call it (mlp.kernels.numba_codegen); the update rules themselves are
-# compiled into each generated module, in its float type.
-adam_scales = _jit(rules.adam_scales)
 
 
 @_jit

@@ -201,3 +201,15 @@ def to_python(func, bindings: dict, outputs, dtype="") -> str:
 def c_number(value, dtype="T") -> str:
     """A parameter value (an activation's slope, say) as a C literal of the kernel type."""
     return f"{dtype}({float(value)!r})" if math.isfinite(value) else f"{dtype}({value})"
+
+
+def bind(func, positional, named=None) -> dict:
+    """Bindings for `to_c`/`to_python`: `func`'s first parameters, whatever their names, to the
+    expressions in `positional`, the rest by name from `named`."""
+    _, params, _ = _tree(func)
+    bindings = dict(zip(params, positional))
+    for name in params[len(positional):]:
+        if name not in (named or {}):
+            raise UnsupportedFormula(f"{func.__qualname__}: no value for its parameter {name!r}")
+        bindings[name] = named[name]
+    return bindings

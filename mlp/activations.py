@@ -2,43 +2,68 @@
 
 Every formula is element-wise and branch-free (masks multiply, no `if` on values,
 nothing in place), so NumPy runs it on arrays as it stands, Numba compiles the very
-same function for scalars, and CuPy takes it through NumPy's ufunc protocol.
+same function for scalars, and mlp.kernels.translate prints it as CUDA C.
 
-`forward(Z) -> A` is the forward pass. `derivative(A, dA) -> dZ` is the derivative
-times the incoming delta, written from the layer's *output* A, so the backward pass
-needs only what the forward pass kept (sigmoid: A(1-A), tanh: 1-A^2, relu: A>0).
+`forward(z, *params) -> a` is the forward pass. The derivative times the incoming delta
+declares what it reads, by `needs` and its positional arguments:
+- "output": `derivative(a, da, *params)`, from the layer's output (sigmoid: a(1-a), tanh:
+  1-a^2, relu: a>0): the backward pass needs only what the forward pass returns;
+- "input": `derivative(z, da, *params)`, from the pre-activation (GELU, Mish);
+- "both": `derivative(z, a, da, *params)` (SiLU: s + a(1 - s) with s = sigmoid(z)).
+Every backend keeps what the declaration asks for (Z beside A only where it is read), and
+compiles or prints the derivative with its arguments bound by position.
 Softmax is the one activation that is not element-wise: it works along the last axis.
+
+`register` adds an activation of one's own, on the same terms.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
+from mlp import initializers
 from mlp.validation import number
+
+NEEDS = ("output", "input", "both")  # what a derivative may read
+
+
+def derivative_inputs(needs, Z, A) -> tuple:
+    """What a derivative declaring `needs` reads, in its order, from Z and A (arrays, or
+    expressions in generated code)."""
+    return {"output": (A,), "input": (Z,), "both": (Z, A)}[needs]
 
 
 @dataclass(frozen=True)
 class Activation:
-    """A named activation. `forward(z, **params)` and `derivative(a, da, **params)` are the
-    formulas (plain module-level functions that compilers can take); `function(Z)` and
-    `backward(A, dA)` apply them with this activation's parameters."""
+    """A named activation. `forward(z, **params)` and `derivative(..., da, **params)` are the
+    formulas (plain module-level functions that compilers can take; see the module docstring
+    for `needs`); `function(Z)` and `gradient(Z, A, dA)` apply them with this activation's
+    parameters. `float32_forward`: a faster formula for compiled float32 code (within float32's
+    resolution of `forward`); `init`: the weight initialiser layers with it start from."""
 
     name: str
     forward: Callable
     derivative: Optional[Callable]  # None: not differentiable (step)
     elementwise: bool = True
     params: dict = field(default_factory=dict)
+    needs: str = "output"
+    float32_forward: Optional[Callable] = None
+    init: str = "xavier_normal"
 
     def function(self, Z):
         return self.forward(Z, **self.params)
 
+    def gradient(self, Z, A, dA):
+        """dL/dZ = f'(Z) * dA, from Z, A or both as `needs` declares (the other may be None)."""
+        return self.derivative(*derivative_inputs(self.needs, Z, A), dA, **self.params)
+
     @property
-    def backward(self):
-        if self.derivative is None:
-            return None
-        return lambda A, dA: self.derivative(A, dA, **self.params)
+    def keeps_input(self) -> bool:
+        """Whether the backward pass reads Z, which the forward pass must then keep beside A."""
+        return self.needs != "output"
 
     @property
     def differentiable(self) -> bool:
@@ -104,9 +129,6 @@ def sigmoid_float32(z):
     return 0.5 + 0.5 * tanh_float32(0.5 * z)
 
 
-FLOAT32_FORMULAS = {"tanh": "tanh_float32", "sigmoid": "sigmoid_float32"}
-
-
 def relu(z):
     return np.maximum(z, 0)
 
@@ -156,32 +178,96 @@ def softmax_backward(a, da):
     return a * (da - (da * a).sum(axis=-1, keepdims=True))
 
 
+def softsign(z):
+    return z / (1 + np.abs(z))
+
+
+def softsign_backward(a, da):
+    # 1 / (1 + |z|)^2 = (1 - |A|)^2, because |A| = |z| / (1 + |z|).
+    return da * (1 - np.abs(a)) * (1 - np.abs(a))
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717  # Klambauer et al. 2017, as torch.nn.SELU
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(z):
+    return SELU_SCALE * (np.maximum(z, 0) + SELU_ALPHA * np.expm1(np.minimum(z, 0)))
+
+
+def selu_backward(a, da):
+    # for z <= 0: A = scale alpha (e^z - 1), so f'(z) = scale alpha e^z = A + scale alpha.
+    return da * SELU_SCALE * (a > 0) + (da * (a + SELU_SCALE * SELU_ALPHA)) * (a <= 0)
+
+
+GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+
+
+def gelu(z):
+    """The tanh approximation (Keras' default, torch's approximate="tanh")."""
+    return 0.5 * z * (1 + np.tanh(GELU_C * (z + 0.044715 * z * z * z)))
+
+
+def gelu_float32(z):
+    return 0.5 * z * (1 + tanh_float32(GELU_C * (z + 0.044715 * z * z * z)))
+
+
+def gelu_backward(z, da):
+    t = np.tanh(GELU_C * (z + 0.044715 * z * z * z))
+    return da * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * z * z))
+
+
+def silu(z):
+    return z * sigmoid(z)
+
+
+def silu_backward(z, a, da):
+    # f' = s + z s (1 - s) = s + A (1 - s), s = sigmoid(z)
+    s = sigmoid(z)
+    return da * (s + a * (1 - s))
+
+
+def mish(z):
+    return z * np.tanh(softplus(z))
+
+
+def mish_backward(z, da):
+    t = np.tanh(softplus(z))
+    return da * (t + z * (1 - t * t) * sigmoid(z))
+
+
 # --- the table -------------------------------------------------------------------
 
 # The derivatives read the output A, which tells the sign of Z only for slope >= 0 and alpha > 0.
 def _leaky_relu(slope=0.01):
     slope = number(slope, "leaky_relu slope", low=0.0, high=1.0, high_open=True)
-    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": slope})
+    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": slope}, init="he_normal")
 
 
 def _elu(alpha=1.0):
     alpha = number(alpha, "elu alpha", low=0.0, low_open=True)
-    return Activation("elu", elu, elu_backward, params={"alpha": alpha})
+    return Activation("elu", elu, elu_backward, params={"alpha": alpha}, init="he_normal")
 
 
 ACTIVATIONS = {
     "identity": lambda: Activation("identity", identity, identity_backward),
-    "sigmoid": lambda: Activation("sigmoid", sigmoid, sigmoid_backward),
-    "tanh": lambda: Activation("tanh", tanh, tanh_backward),
-    "relu": lambda: Activation("relu", relu, relu_backward),
+    "sigmoid": lambda: Activation("sigmoid", sigmoid, sigmoid_backward, float32_forward=sigmoid_float32),
+    "tanh": lambda: Activation("tanh", tanh, tanh_backward, float32_forward=tanh_float32),
+    "relu": lambda: Activation("relu", relu, relu_backward, init="he_normal"),
     "leaky_relu": _leaky_relu,
     "elu": _elu,
-    "softplus": lambda: Activation("softplus", softplus, softplus_backward),
+    "softplus": lambda: Activation("softplus", softplus, softplus_backward, init="he_normal"),
+    "softsign": lambda: Activation("softsign", softsign, softsign_backward),
+    "selu": lambda: Activation("selu", selu, selu_backward, init="lecun_normal"),  # self-normalising with it
+    "gelu": lambda: Activation("gelu", gelu, gelu_backward, needs="input", float32_forward=gelu_float32,
+                               init="he_normal"),
+    "silu": lambda: Activation("silu", silu, silu_backward, needs="both", init="he_normal"),
+    "mish": lambda: Activation("mish", mish, mish_backward, needs="input", init="he_normal"),
     "softmax": lambda: Activation("softmax", softmax, softmax_backward, elementwise=False),
     "step": lambda: Activation("step", step, None),
 }
 
-ALIASES = {"linear": "identity", "logistic": "sigmoid", "none": "identity"}
+ALIASES = {"linear": "identity", "logistic": "sigmoid", "none": "identity", "swish": "silu"}
 
 
 def get(spec, **params) -> Activation:
@@ -200,9 +286,59 @@ def get(spec, **params) -> Activation:
     name = ALIASES.get(spec.lower(), spec.lower())
     if name not in ACTIVATIONS:
         raise ValueError(
-            f"Unknown activation {spec!r}. Valid activations: {', '.join(sorted(ACTIVATIONS))}."
+            f"Unknown activation {spec!r}. Valid activations: {', '.join(sorted(ACTIVATIONS))}. An activation "
+            "of your own must be registered (mlp.activations.register) before a model naming it is built or loaded."
         )
     try:
         return ACTIVATIONS[name](**params)
     except TypeError:
         raise ValueError(f"activation {name!r} takes no parameters {sorted(params)}") from None
+
+
+def register(name, forward, derivative, needs="output", init="xavier_normal", **defaults):
+    """Add the activation `name` to the registry: `forward(z, *params)` and `derivative` (its
+    arguments as `needs` declares: (a, da, *params), (z, da, *params) or (z, a, da, *params))
+    written in the element-wise subset every backend compiles (mlp.kernels.translate: + - * /
+    **, comparisons, `x if c else y`, np/math functions such as exp, tanh, maximum, calls of
+    other such functions). `defaults` gives each parameter after z its default value. It then
+    trains on every backend, saves by name, and loads in a process that registered it too.
+    A formula outside the subset is refused here, naming the construct. Returns the Activation.
+
+        def softsign(z): return z / (1 + np.abs(z))
+        def softsign_derivative(a, da): return da * (1 - np.abs(a)) ** 2
+        mlp.activations.register("my_softsign", softsign, softsign_derivative)
+    """
+    from mlp.kernels import translate
+
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise ValueError(f"an activation's name must be a lower-case identifier; got {name!r}")
+    if name in ACTIVATIONS or name in ALIASES:
+        raise ValueError(f"activation {name!r} is already registered")
+    if needs not in NEEDS:
+        raise ValueError(f"needs must be one of {NEEDS}; got {needs!r}")
+    params = list(inspect.signature(forward).parameters)[1:]
+    expected = [*derivative_inputs(needs, "z", "a"), "da"]
+    taken = list(inspect.signature(derivative).parameters)
+    if len(taken) != len(expected) + len(params) or taken[len(expected):] != params:
+        raise ValueError(f"the derivative of {name!r} must take {len(expected)} arguments for needs={needs!r} "
+                         f"(like {', '.join(expected)}), then the forward's parameters by name {params}; "
+                         f"it takes ({', '.join(taken)})")
+    if set(defaults) != set(params):
+        raise ValueError(f"give a default for each parameter of {name!r}'s forward {params}; got {sorted(defaults)}")
+    values = {p: number(defaults[p], f"{name} {p}") for p in params}
+    for formula, arguments in ((forward, 1), (derivative, len(expected))):
+        bindings = translate.bind(formula, ["x"] * arguments, {p: "1.0" for p in params})
+        translate.to_c(formula, bindings, ["out"])  # raises UnsupportedFormula naming the construct
+        translate.to_python(formula, bindings, ["out"])
+    init = initializers.resolve(init)
+
+    def make(**given):
+        unknown = set(given) - set(params)
+        if unknown:
+            raise TypeError(f"unknown parameters {sorted(unknown)}")
+        merged = {p: number(given.get(p, values[p]), f"{name} {p}") for p in params}
+        return Activation(name, forward, derivative, params=merged, needs=needs, init=init)
+
+    ACTIVATIONS[name] = make
+    return make()
+

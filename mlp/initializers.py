@@ -38,14 +38,6 @@ ALIASES = {
     "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform", "lecun": "lecun_normal",
 }
 
-RELU_FAMILY = {"relu", "leaky_relu", "elu", "softplus"}
-
-
-def default_for(activation_name: str) -> str:
-    """He for the ReLU family, Xavier otherwise (tanh, sigmoid, softmax, identity)."""
-    return "he_normal" if activation_name in RELU_FAMILY else "xavier_normal"
-
-
 def resolve(name: str) -> str:
     if not isinstance(name, str):
         raise ValueError(f"init must be the name of an initialiser ({', '.join(sorted(INITIALIZERS))}); "

@@ -21,15 +21,17 @@ class Dense(Layer):
     """Fully connected layer: Z = X W^T + b, A = f(Z).
 
     W: (n_out, n_in) and b: (n_out,), as in the lectures and torch.nn.Linear.
-    `init` names the weight initialiser; by default He for the ReLU family, Xavier otherwise.
+    `init` names the weight initialiser; by default the activation's own (He for the ReLU
+    family, LeCun for SELU, Xavier for tanh, sigmoid and the rest).
     """
 
     def __init__(self, n_in, n_out, activation="identity", init=None):
         self.n_in = positive_int(n_in, "n_in")
         self.n_out = positive_int(n_out, "n_out")
         self.activation = activations.get(activation)
-        self.init = initializers.resolve(init or initializers.default_for(self.activation.name))
+        self.init = initializers.resolve(init or self.activation.init)
         self.W = self.b = self.dW = self.db = None  # views, bound by the model
+        self.Z = None  # kept by a training pass when the activation's derivative reads it
 
     @property
     def n_params(self):
@@ -44,14 +46,20 @@ class Dense(Layer):
         self.db = grads[w_end:]
 
     # X (batch, n_in) . W (n_out, n_in)^T + b -> A (batch, n_out)
-    def forward(self, backend, X):
+    def forward(self, backend, X, keep=False):
+        """A = f(X W^T + b). `keep` (a pass the backward pass follows): Z is kept too when the
+        activation's derivative reads it."""
+        if keep and self.activation.keeps_input:
+            self.Z, A = backend.dense_forward_keeping_input(X, self.W, self.b, self.activation)
+            return A
+        self.Z = None
         return backend.dense_forward(X, self.W, self.b, self.activation)
 
     # dA (batch, n_out) -> dX (batch, n_in); writes dW, db. `fused`: dA is already dL/dZ.
     def backward(self, backend, X, A, dA, need_dX, fused=False, lr=None):
         """dL/dX from dL/dA; fills dW and db, or with `lr` takes the plain SGD step here."""
         act = None if fused else self.activation
-        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr, self.b)
+        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr, self.b, self.Z)
 
     def config(self):
         return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,

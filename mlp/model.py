@@ -316,9 +316,10 @@ class Sequential:
             raise RuntimeError("call model.compile(loss=..., optimizer=...) before training")
 
     # --- forward and backward -------------------------------------------------------
-    def _forward(self, X, training, keep_logits=False, activate_last=True):
+    def _forward(self, X, training, keep_logits=False, activate_last=True, keep=False):
         """Outputs of every layer, [X, A_1, ..., A_L], and the output layer's Z when asked
-        (without A_L when `activate_last` is False: the caller fuses it with the loss)."""
+        (without A_L when `activate_last` is False: the caller fuses it with the loss).
+        `keep`: a backward pass follows, and layers keep what their derivative reads."""
         outputs, logits = [X], None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -330,7 +331,7 @@ class Sequential:
                     break
                 X = self.backend.activate(logits, layer.activation)
             else:
-                X = layer.forward(self.backend, X)
+                X = layer.forward(self.backend, X, keep)
             outputs.append(X)
         return outputs, logits
 
@@ -365,7 +366,7 @@ class Sequential:
         plain SGD step layer by layer). Returns (loss value as a backend scalar, outputs of
         every layer)."""
         fused = loss.fused_with is not None
-        outputs, logits = self._forward(X, training, keep_logits=fused, activate_last=not fused)
+        outputs, logits = self._forward(X, training, keep_logits=fused, activate_last=not fused, keep=True)
         if fused:
             value, A, delta = self.backend.output_and_loss(logits, Y, loss, self.layers[-1].activation)
             outputs.append(A)

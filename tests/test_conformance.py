@@ -69,3 +69,36 @@ def test_training_trajectory_matches_reference(backend_name, optimizer, dtype, r
     (loss_ref, params_ref), (loss_other, params_other) = trajectories
     assert_close(loss_other, loss_ref, dtype, scale=10)
     assert_close(params_other, params_ref, dtype, scale=50)
+
+
+def finite_difference_gradient(model, X, y, loss, eps=1e-6):
+    """Central differences of the loss over every parameter (a float64 NumPy model)."""
+    params = model.params
+    grad = np.empty_like(params)
+    for j in range(params.size):
+        saved = params[j]
+        params[j] = saved + eps
+        up = model.loss_and_gradients(X, y, loss)[0]
+        params[j] = saved - eps
+        down = model.loss_and_gradients(X, y, loss)[0]
+        params[j] = saved
+        grad[j] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_a_training_step_follows_finite_differences(backend_name, hidden, rng):
+    """The gradient a backend's training step applies, recovered from one plain SGD step,
+    equals central differences of the loss (float64): each activation's declared derivative,
+    and what each backend keeps for it, held to the mathematics, not only to NumPy. The
+    activation is also the output's, so both the hidden and the output deltas read it."""
+    X, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    reference = mlp.MLP([4, 6, 3, 2], activation=hidden, output=hidden, dtype="float64", seed=5)
+    expected = finite_difference_gradient(reference, X, y, "mse")
+    model = mlp.MLP([4, 6, 3, 2], activation=hidden, output=hidden, backend=backend_name, dtype="float64", seed=5)
+    lr = 1e-3
+    model.compile(loss="mse", optimizer=mlp.SGD(lr=lr))
+    before = model.backend.to_numpy(model.params).copy()
+    model.train_step(X, y)
+    applied = (before - model.backend.to_numpy(model.params)) / lr
+    np.testing.assert_allclose(applied, expected, rtol=1e-5, atol=1e-7)

@@ -70,11 +70,17 @@ def test_forward_and_backward_kernels_match_the_formulas(host, activation):
     out = Z.copy()
     host.run(f"forward_{key}", out, b, 5, out.size)
     close(out, activation.function(Z + b), dtype)
+    kept = Z + b
+    if activation.keeps_input:
+        kept, out = Z.copy(), np.empty_like(Z)
+        host.run(f"forward_keep_{key}", kept, b, out, 5, out.size)
+        close(kept, Z + b, dtype)
+        close(out, activation.function(Z + b), dtype)
     if activation.differentiable:
         dA = rng.standard_normal(Z.shape).astype(dtype)
         dZ = np.empty_like(dA)
-        host.run(f"backward_{key}", out, dA, dZ, dZ.size)
-        close(dZ, activation.backward(out, dA), dtype)
+        host.run(f"backward_{key}", *activations.derivative_inputs(activation.needs, kept, out), dA, dZ, dZ.size)
+        close(dZ, activation.gradient(kept, out, dA), dtype)
 
 
 @pytest.mark.parametrize("loss", LOSSES[:3], ids=lambda loss: loss.name)

@@ -13,6 +13,7 @@ import mlp
 from tests import cupy_on_cpu
 from tests.conftest import assert_close
 from tests.test_conformance import (  # noqa: F401  (collected here, against the stand-in)
+    test_a_training_step_follows_finite_differences,
     test_forward_matches_reference,
     test_gradients_match_reference,
     test_training_trajectory_matches_reference,

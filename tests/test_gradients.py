@@ -99,7 +99,7 @@ def test_activation_backward_is_the_derivative(name):
     z = np.linspace(-4, 4, 41) + 0.013  # off the kink at 0
     eps = 1e-6
     numeric = (act.function(z + eps) - act.function(z - eps)) / (2 * eps)
-    np.testing.assert_allclose(act.backward(act.function(z), np.ones_like(z)), numeric, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(act.gradient(z, act.function(z), np.ones_like(z)), numeric, rtol=1e-6, atol=1e-8)
 
 
 def test_activations_are_stable_at_extremes():
@@ -113,8 +113,14 @@ def test_activations_are_stable_at_extremes():
                                [1 / (1 + np.exp(30.0)), 1 / (1 + np.exp(-30.0))], rtol=1e-14)
 
 
-def test_float32_formulas_stay_within_3e7_of_the_exact_ones():
+@pytest.mark.parametrize("name", sorted(activations.ACTIVATIONS))
+def test_float32_formulas_stay_within_3e7_of_the_exact_ones(name):
+    activation = activations.get(name)
+    if activation.float32_forward is None:
+        pytest.skip(f"{name} declares no float32 formula")
     z = np.linspace(-30, 30, 600_001)
-    assert np.abs(activations.tanh_float32(z) - np.tanh(z)).max() < 3e-7
-    assert np.abs(activations.sigmoid_float32(z) - activations.sigmoid(z)).max() < 3e-7
-    assert set(activations.FLOAT32_FORMULAS) <= set(activations.ACTIVATIONS)
+    exact = activation.function(z)
+    # bounded outputs (tanh, sigmoid): absolutely; an output that grows with z (GELU's z times a
+    # gate made of tanh): relative to the input's scale, float32's resolution of z
+    scale = 1.0 if np.abs(exact).max() <= 1 else 1 + np.abs(z)
+    assert (np.abs(activation.float32_forward(z) - exact) / scale).max() < 3e-7

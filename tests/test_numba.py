@@ -51,6 +51,12 @@ def check_against_numpy(hidden, output, loss, optimizer, batch=6, sizes=(5, 9, 7
 
 @pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("hidden", HIDDEN)
+def test_every_activation_follows_finite_differences(numba_path, hidden):
+    conformance.test_a_training_step_follows_finite_differences("numba", hidden, np.random.default_rng(7))
+
+
+@pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
+@pytest.mark.parametrize("hidden", HIDDEN)
 def test_every_activation(numba_path, hidden):
     check_against_numpy(hidden, "softmax", "cross_entropy", lambda: mlp.SGD(lr=0.1))
 

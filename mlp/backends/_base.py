@@ -105,13 +105,20 @@ class Backend:
         """A = f(X W^T + b)."""
         return self.activate(self.linear(X, W, b), activation)
 
-    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True, lr=None, b=None):
+    def dense_forward_keeping_input(self, X, W, b, activation):
+        """(Z, A): the forward pass keeping Z = X W^T + b beside A = f(Z), for an activation
+        whose derivative reads Z."""
+        Z = self.linear(X, W, b)
+        return Z, self.activate(Z, activation)
+
+    def dense_backward(self, X, W, A, dA, activation, dW, db, need_dX=True, lr=None, b=None, Z=None):
         """From dL/dA (or dL/dZ when `activation` is None) write dW: (n_out, n_in) and
-        db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed).
+        db: (n_out,) in place and return dL/dX: (batch, n_in) (None if not needed). `Z`: the
+        layer's pre-activation, where the activation's derivative reads it.
         With `lr` (plain SGD folded into the backward pass: see `folds_sgd`) the layer is
         updated here instead, W -= lr dW and b -= lr db, after dX is computed from the old W;
         dW is then not necessarily written."""
-        dZ = self.delta_and_bias_gradient(A, dA, activation, db)
+        dZ = self.delta_and_bias_gradient(A, dA, activation, db, Z)
         dX = self.input_delta(dZ, W) if need_dX else None
         if lr is None:
             self.weight_gradient(dZ, X, dW)
@@ -120,9 +127,10 @@ class Backend:
             self.plain_sgd(b, db, lr)
         return dX
 
-    def delta_and_bias_gradient(self, A, dA, activation, db):
-        """dZ = f'(A) * dA (dA itself when `activation` is None), and db = its column sums."""
-        dZ = dA if activation is None else activation.derivative(A, dA, **activation.params)
+    def delta_and_bias_gradient(self, A, dA, activation, db, Z=None):
+        """dZ = f'(Z) * dA (dA itself when `activation` is None), from A, Z or both as the
+        activation declares, and db = its column sums."""
+        dZ = dA if activation is None else activation.gradient(Z, A, dA)
         dZ.sum(axis=0, out=db)  # the method: no Python-level dispatch wrapper
         return dZ
 

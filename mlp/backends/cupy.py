@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from mlp import config
+from mlp.activations import derivative_inputs
 from mlp.backends._base import Backend as _Base
 from mlp.backends._base import require
 from mlp.errors import BackendUnavailableError, ConfigurationError, DeviceMemoryError
@@ -184,13 +185,20 @@ class Backend(_Base):
         self._launch(kernel, Z.size, Z, b, np.int64(Z.shape[1]), np.int64(Z.size))
         return Z
 
-    def delta_and_bias_gradient(self, A, dA, activation, db):
+    def dense_forward_keeping_input(self, X, W, b, activation):
+        Z = cupy.matmul(X, W.T)
+        A = cupy.empty_like(Z)
+        kernel = self._kernels(Z.dtype, (activation,))[f"forward_keep_{cuda_source.activation_key(activation)}"]
+        self._launch(kernel, Z.size, Z, b, A, np.int64(Z.shape[1]), np.int64(Z.size))
+        return Z, A
+
+    def delta_and_bias_gradient(self, A, dA, activation, db, Z=None):
         if activation is None or not activation.elementwise:
-            return super().delta_and_bias_gradient(A, dA, activation, db)
+            return super().delta_and_bias_gradient(A, dA, activation, db, Z)
         dA = cupy.ascontiguousarray(dA)
         dZ = cupy.empty_like(dA)
         kernel = self._kernels(dA.dtype, (activation,))[f"backward_{cuda_source.activation_key(activation)}"]
-        self._launch(kernel, dZ.size, A, dA, dZ, np.int64(dZ.size))
+        self._launch(kernel, dZ.size, *derivative_inputs(activation.needs, Z, A), dA, dZ, np.int64(dZ.size))
         cupy.sum(dZ, axis=0, out=db)
         return dZ
 

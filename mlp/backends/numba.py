@@ -26,6 +26,7 @@ import numpy as np
 from mlp import config
 from mlp.backends._base import require
 from mlp.backends.numpy import Backend as _NumpyBackend
+from mlp.activations import derivative_inputs
 from mlp.optimizers import SGD
 
 numba = require("numba", "numba", "numba")
@@ -215,7 +216,7 @@ class Backend(_NumpyBackend):
     def _kernels_for(self, activation, dtype):
         key = (activation.name, tuple(activation.params.items()), dtype)  # str(dtype) takes 7.5 us: 4 calls a step
         if key not in self._generated:
-            self._generated[key] = kernels.load(codegen.elementwise_source(key[0], key[1], str(dtype)))
+            self._generated[key] = kernels.load(codegen.elementwise_source(activation, str(dtype)))
         return self._generated[key]
 
     def dense_forward(self, X, W, b, activation):
@@ -223,11 +224,18 @@ class Backend(_NumpyBackend):
         self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
         return Z
 
-    def delta_and_bias_gradient(self, A, dA, activation, db):
+    def dense_forward_keeping_input(self, X, W, b, activation):
+        Z = X @ W.T
+        A = np.empty_like(Z)
+        self._kernels_for(activation, Z.dtype).bias_activation_keep(Z, b, A)
+        return Z, A
+
+    def delta_and_bias_gradient(self, A, dA, activation, db, Z=None):
         if activation is None:
             return super().delta_and_bias_gradient(A, dA, None, db)
         dZ = np.empty_like(dA)
-        self._kernels_for(activation, dA.dtype).backward_bias(A, np.ascontiguousarray(dA), dZ, db)
+        inputs = derivative_inputs(activation.needs, Z, A)
+        self._kernels_for(activation, dA.dtype).backward_bias(*inputs, np.ascontiguousarray(dA), dZ, db)
         return dZ
 
     def input_delta(self, dZ, W):

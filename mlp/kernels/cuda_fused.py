@@ -19,7 +19,7 @@ from functools import partial
 
 from mlp import activations, config
 from mlp.kernels.numba_codegen import dense_layers
-from mlp.kernels.translate import to_python
+from mlp.kernels.translate import bind, to_python
 
 MAX_WIDTH = 128  # widest layer (input included) the fused kernel takes
 ROWS = 8  # batch rows per block
@@ -68,7 +68,8 @@ def forward_source(layers, dtype: str) -> str:
             result = ["value = z"]
         else:
             params = {name: f"{dtype}({value!r})" for name, value in activation.params.items()}
-            result = to_python(activation.forward, {"z": "z", **params}, ["value"], dtype).splitlines()
+            bindings = bind(activation.forward, ["z"], params)
+            result = to_python(activation.forward, bindings, ["value"], dtype).splitlines()
         store = "out[row, u] = value" if index == last and not softmax_output else f"{target}[r, u] = value"
         lines += [
             f"    if u < {layer.n_out}:",

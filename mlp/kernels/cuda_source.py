@@ -5,8 +5,9 @@ through HOST_SHIM) on any machine.
 
 One module per float type (`T`) and set of activations. Every kernel is `extern "C"`, takes
 its sizes as arguments, and strides over the grid, so any launch shape covers the data:
-- `forward_<act>`: Z = f(Z + b) in place (bias and activation in one pass);
-- `backward_<act>`: dZ = f'(A) * dA, from the layer output A;
+- `forward_<act>`: Z = f(Z + b) in place (bias and activation in one pass), and
+  `forward_keep_<act>` keeping Z beside A where the derivative reads it;
+- `backward_<act>`: dZ = f'(Z) * dA, from what the activation declares it reads (Z, A, both);
 - `loss_<name>`: the per-element loss terms and dL/dA (scaled) in one pass;
 - `sigmoid_binary_cross_entropy`, `softmax_cross_entropy`: output activation, loss terms
   from the logits and the output delta (A - Y) * scale in one pass;
@@ -38,7 +39,7 @@ SIGNATURES = {
                               ("T", "scale")],
     "softmax_rows": [("const T*", "Z"), ("T*", "A"), ("long long", "rows"), ("long long", "cols")],
     "forward": [("T*", "Z"), ("const T*", "b"), ("long long", "n_out"), ("long long", "total")],
-    "backward": [("const T*", "A"), ("const T*", "dA"), ("T*", "dZ"), ("long long", "total")],
+    "forward_keep": [("T*", "Z"), ("const T*", "b"), ("T*", "A"), ("long long", "n_out"), ("long long", "total")],
     "dropout_mask": [("T*", "mask"), ("const unsigned long long*", "state"), ("long long", "total"),
                      ("T", "keep")],
     "counter_tick": [("unsigned long long*", "state")],
@@ -64,15 +65,24 @@ def _indent(text, depth=2):
 
 
 def _activation_kernels(activation) -> str:
+    """`forward_<key>`: Z = f(Z + b) in place; `forward_keep_<key>` (an activation whose
+    derivative reads Z): Z += b and A = f(Z); `backward_<key>`: dZ = f'(Z) dA from Z, A or both,
+    as the activation declares, bound to the derivative's arguments by position."""
     key = activation_key(activation)
     params = {name: c_number(value) for name, value in activation.params.items()}
-    forward = "T z = Z[i] + b[i % n_out];\n" + to_c(activation.forward, {"z": "z", **params}, ["Z[i]"])
-    source = _kernel(f"forward_{key}", "forward",
-                     f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(forward)}\n    }}")
+    loop = _GRID_STRIDE.format(i="i", n="total")
+    apply = bind(activation.forward, ["z"], params)
+    forward = "T z = Z[i] + b[i % n_out];\n" + to_c(activation.forward, apply, ["Z[i]"])
+    source = _kernel(f"forward_{key}", "forward", f"    {loop} {{\n{_indent(forward)}\n    }}")
+    if activation.keeps_input:
+        keep = "T z = Z[i] + b[i % n_out];\nZ[i] = z;\n" + to_c(activation.forward, apply, ["A[i]"])
+        source += _kernel(f"forward_keep_{key}", "forward_keep", f"    {loop} {{\n{_indent(keep)}\n    }}")
     if activation.derivative is not None:
-        backward = to_c(activation.derivative, {"a": "A[i]", "da": "dA[i]", **params}, ["dZ[i]"])
-        source += _kernel(f"backward_{key}", "backward",
-                          f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(backward)}\n    }}")
+        inputs = activations.derivative_inputs(activation.needs, "Z", "A")
+        backward = to_c(activation.derivative,
+                        bind(activation.derivative, [f"{name}[i]" for name in inputs] + ["dA[i]"], params), ["dZ[i]"])
+        signature = [("const T*", name) for name in inputs] + [("const T*", "dA"), ("T*", "dZ"), ("long long", "total")]
+        source += _kernel(f"backward_{key}", None, f"    {loop} {{\n{_indent(backward)}\n    }}", signature)
     return source
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from mlp.kernels import numba_update as update_code
 from mlp.kernels.formulas import compiled, to_real
+from mlp.kernels.numba_workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,36 @@ class Layer:
     n_out: int
     activation: str
     params: tuple = ()  # ((name, value), ...) in the activation's argument order
+    needs: str = "output"  # what the activation's derivative reads (mlp.activations.NEEDS)
+
+    @property
+    def keeps_input(self) -> bool:
+        return self.needs != "output"
+
+    def formulas(self):
+        """The registered Activation this layer plan names."""
+        from mlp import activations
+
+        return activations.get({"name": self.activation, **dict(self.params)})
+
+
+def layer_plan(activation, n_in=0, n_out=0) -> Layer:
+    return Layer(n_in, n_out, activation.name, tuple(activation.params.items()), activation.needs)
 
 
 def dense_layers(model) -> tuple:
     """A model's Dense layers as Layer plans (the generators' view of it; Dropout left out).
     Also what the fused Numba-CUDA forward (mlp.kernels.cuda_fused) generates from."""
-    return tuple(Layer(layer.n_in, layer.n_out, layer.activation.name, tuple(layer.activation.params.items()))
-                 for layer in model.dense_layers)
+    return tuple(layer_plan(layer.activation, layer.n_in, layer.n_out) for layer in model.dense_layers)
+
+
+def _derivative(layer, z, a, delta):
+    """The call of `layer`'s compiled derivative, g_<name>, at the element whose
+    pre-activation is `z` and output `a` (only what it declares it reads), times `delta`."""
+    from mlp.activations import derivative_inputs
+
+    inputs = [*derivative_inputs(layer.needs, z, a), delta]
+    return f"g_{layer.activation}({', '.join(inputs)}{_args(layer)})"
 
 
 @dataclass(frozen=True)
@@ -117,18 +141,20 @@ def _offsets(layers):
 
 
 def _function_table(layers, loss, dtype):
-    """Module-level compiled versions of the formulas the plan uses (in float32, the
-    vectorisable forms of tanh and sigmoid: see mlp.activations.FLOAT32_FORMULAS)."""
-    from mlp import activations, losses
+    """Module-level compiled versions of the formulas the plan uses (in float32, an
+    activation's `float32_forward` where it declares one: the vectorisable tanh and sigmoid)."""
+    from mlp import losses
 
     lines, seen = [], set()
     for layer in layers:
         name = layer.activation
         if name not in seen and name != "softmax":
             seen.add(name)
-            forward = activations.FLOAT32_FORMULAS.get(name, name) if dtype == "float32" else name
-            lines.append(compiled(getattr(activations, forward), f"f_{name}", dtype))
-            lines.append(compiled(getattr(activations, f"{name}_backward"), f"g_{name}", dtype))
+            activation = layer.formulas()
+            forward = activation.float32_forward if dtype == "float32" and activation.float32_forward else \
+                activation.forward
+            lines.append(compiled(forward, f"f_{name}", dtype))
+            lines.append(compiled(activation.derivative, f"g_{name}", dtype))
     terms = {"mse": "squared_error", "sse": "half_squared_error", "mae": "absolute_error",
              "binary_cross_entropy": "binary_cross_entropy", "cross_entropy": "cross_entropy"}
     if loss is not None:
@@ -149,37 +175,17 @@ def _views(layers, buffer="params", prefix="", indent="    "):
     return lines
 
 
-def _workspace_views(layers, names, blocked, indent="    "):
-    """Each layer's (n, n_out) arrays, one after another in the one workspace buffer `work`:
-    one array argument instead of one per layer (each array argument costs ~0.15 us of
-    Numba's dispatch, a third of a small net's whole step). After them, W_l^T for the layers
-    whose forward pass is a register-blocked product (`blocked`, see `_transposes`)."""
-    lines, offset = [], 0
-    for name in names:
-        for number, layer in enumerate(layers, start=1):
-            end = offset + layer.n_out
-            lines.append(f"{indent}{name}{number} = work[n * {offset}:n * {end}].reshape((n, {layer.n_out}))")
-            offset = end
-    start = 0
-    for number, layer in enumerate(layers, start=1):
-        if blocked and _transposes(layer):
-            end = start + layer.n_in * layer.n_out
-            lines.append(f"{indent}WT{number} = work[n * {offset} + {start}:n * {offset} + {end}]"
-                         f".reshape(({layer.n_in}, {layer.n_out}))")
-            start = end
-    return lines
+def workspace_layout(layers, training, blocked=False) -> Workspace:
+    """The workspace of a step (`training`) or forward pass: see mlp.kernels.numba_workspace;
+    W_l^T for the layers whose forward pass is a register-blocked product (`_transposes`)."""
+    transposed = [k for k, layer in enumerate(layers, start=1) if blocked and _transposes(layer)]
+    return Workspace.of(layers, training, transposed)
 
 
 def workspace(layers, batch, training, dtype, blocked=False):
     """(work, A_L): the buffer a generated step (training) or forward pass takes as `work`
     for `batch` rows, and the view of it that holds the output activations."""
-    import numpy as np
-
-    widths = [layer.n_out for layer in layers]
-    transposed = sum(layer.n_in * layer.n_out for layer in layers if blocked and _transposes(layer))
-    work = np.empty(batch * sum(widths) * (2 if training else 1) + transposed, dtype)
-    start = batch * sum(widths[:-1])
-    return work, work[start:start + batch * widths[-1]].reshape(batch, widths[-1])
+    return workspace_layout(layers, training, blocked).allocate(batch, dtype, f"A{len(layers)}")
 
 
 def step_arguments(plan) -> list:
@@ -314,7 +320,7 @@ def _row_blocks():
 
 
 def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked, indent="    ", parallel=False,
-                   rows="range(n)"):
+                   rows="range(n)", training=False):
     """A_l = f(A_{l-1} W_l^T + b_l). `blocked` (for layers of at least GEMM_COLUMNS units):
     W_l is transposed into the workspace and the product taken in register blocks; else as
     dot products over rows of W, ROW_BLOCK rows per pass over each row. The output layer
@@ -323,11 +329,11 @@ def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked
     other activation is applied as each output is stored.
     `parallel`: the units of a large layer are split across cores (prange; safe for inference,
     where every unit only writes its own output). `rows`: the loop over the batch of the
-    blocked passes (`_rows`)."""
-    from mlp.activations import FLOAT32_FORMULAS
-
+    blocked passes (`_rows`). `training`: Z_l is kept beside A_l when the activation's
+    derivative reads it (`Layer.keeps_input`), stored by the same separate loop."""
     keep_z = last and (layer.activation == "softmax" or fused_softmax_or_sigmoid)
-    separate = not keep_z and dtype == "float32" and layer.activation in FLOAT32_FORMULAS
+    keep_input = not keep_z and training and layer.keeps_input
+    separate = not keep_z and (keep_input or (dtype == "float32" and layer.formulas().float32_forward is not None))
 
     inline = not (keep_z or separate)
 
@@ -339,9 +345,13 @@ def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked
         lines = _blocked_forward(number, layer, activated if inline else None, indent, rows)
     else:
         lines = _dot_forward(number, layer, activated, indent, split_units)
-    if separate:
+    if keep_input:
         lines += [f"{indent}for i in {rows}:", f"{indent}    for o in range({layer.n_out}):",
-                  f"{indent}        A{number}[i, o] = f_{layer.activation}(A{number}[i, o])"]
+                  f"{indent}        z = A{number}[i, o]", f"{indent}        Z{number}[i, o] = z",
+                  f"{indent}        A{number}[i, o] = f_{layer.activation}(z{_args(layer)})"]
+    elif separate:
+        lines += [f"{indent}for i in {rows}:", f"{indent}    for o in range({layer.n_out}):",
+                  f"{indent}        A{number}[i, o] = f_{layer.activation}(A{number}[i, o]{_args(layer)})"]
     return lines
 
 
@@ -405,7 +415,7 @@ def forward_source(layers, dtype="float64", blocked=False, split=False) -> str:
              "@_jit_parallel" if forward_is_parallel(layers, split) else "@_jit",
              "def forward(X, params, work):", "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}", "    one = 1.0", *to_real(["one"], dtype)]
-    lines += _workspace_views(layers, "A", blocked) + _views(layers)
+    lines += workspace_layout(layers, False, blocked).views() + _views(layers)
     for number, layer in enumerate(layers, start=1):
         lines += _forward_layer(number, layer, number == L, False, dtype, blocked, parallel=parallel, rows=_rows(split))
         if layer.activation == "softmax":
@@ -436,13 +446,14 @@ def step_source(plan: StepPlan) -> str:
              f"    inv_norm = 1.0 / ({norm})", "    one = 1.0"]
     lines += update_code.prepare(plan.optimizer, plan.dtype)
     lines += to_real(["inv_norm", "one"] + [name for name in arguments if name in ("l1", "l2", "clip")], plan.dtype)
-    lines += _workspace_views(layers, "AD", plan.blocked)
+    lines += workspace_layout(layers, True, plan.blocked).views()
     lines += _views(layers)
     if _writes_grads(plan):
         lines += _views(layers, buffer="grads", prefix="d")
     # forward
     for number, layer in enumerate(layers, start=1):
-        lines += _forward_layer(number, layer, number == L, plan.fused, plan.dtype, plan.blocked, rows=rows)
+        lines += _forward_layer(number, layer, number == L, plan.fused, plan.dtype, plan.blocked, rows=rows,
+                                training=True)
     # loss and output delta
     lines.append("    loss = 0.0")
     if plan.fused and out.activation == "softmax":
@@ -491,7 +502,7 @@ def step_source(plan: StepPlan) -> str:
             f"        for j in range({out.n_out}):",
             f"            a = A{L}[i, j]",
             "            loss += loss_term(a, Y[i, j])",
-            f"            D{L}[i, j] = g_{out.activation}(a, loss_gradient(a, Y[i, j]) * inv_norm{_args(out)})",
+            f"            D{L}[i, j] = {_derivative(out, f'Z{L}[i, j]', 'a', 'loss_gradient(a, Y[i, j]) * inv_norm')}",
         ]
     lines.append("    loss *= inv_norm")
     lines += _backward_products(plan) if plan.blocked else _backward_rows(plan)
@@ -509,7 +520,7 @@ def _input_delta_activation(plan, number):
     prev, layer = plan.layers[number - 2], plan.layers[number - 1]
     return [f"    for i in {_rows(plan.split)}:", f"        for k in range({layer.n_in}):",
             f"            D{number - 1}[i, k] = "
-            f"g_{prev.activation}(A{number - 1}[i, k], D{number - 1}[i, k]{_args(prev)})"]
+            f"{_derivative(prev, f'Z{number - 1}[i, k]', f'A{number - 1}[i, k]', f'D{number - 1}[i, k]')}"]
 
 
 def _penalty(plan, gradient, weight, indent):
@@ -667,18 +678,23 @@ def _backward_products(plan):
     return lines if _folds(plan) else lines + _flat_update(plan)
 
 
-def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
-    """Fused element-wise kernels of one activation for the BLAS path:
+def elementwise_source(activation, dtype="float64") -> str:
+    """Fused element-wise kernels of one Activation for the BLAS path:
     `bias_activation(Z, b)`: Z <- f(Z + b) in place;
-    `backward_bias(A, dA, dZ, db)`: dZ <- f'(A) dA and db <- column sums, in one pass."""
-    layer = Layer(0, 0, activation, params)
+    `bias_activation_keep(Z, b, A)`: Z <- Z + b, A <- f(Z) (activations whose derivative reads Z);
+    `backward_bias(<Z and/or A, as declared>, dA, dZ, db)`: dZ <- f'(Z) dA and db <- column sums,
+    in one pass."""
+    from mlp.activations import derivative_inputs
+
+    layer = layer_plan(activation)
     args = _args(layer)
-    backward_head = ["@_jit", "def backward_bias(A, dA, dZ, db):", "    n, m = A.shape",
+    inputs = derivative_inputs(layer.needs, "Z", "A")
+    backward_head = ["@_jit", f"def backward_bias({', '.join(inputs)}, dA, dZ, db):", "    n, m = dA.shape",
                      "    db[:] = 0.0", "    for i in range(n):"]
     # db summed in its own loop over the row just written: one store stream per loop, which
     # LLVM vectorises (1.1-1.6x over storing dZ and db in one loop, 8192x64 to 128x512)
     bias_sum = ["        for j in range(m):", "            db[j] += dZ[i, j]"]
-    if activation == "softmax":
+    if layer.activation == "softmax":
         forward = [
             "@_jit",
             "def bias_activation(Z, b):",
@@ -703,17 +719,15 @@ def elementwise_source(activation: str, params: tuple, dtype="float64") -> str:
             "            dZ[i, j] = A[i, j] * (dA[i, j] - inner)",
         ] + bias_sum
     else:
-        forward = [
-            "@_jit",
-            "def bias_activation(Z, b):",
-            "    n, m = Z.shape",
-            "    for i in range(n):",
-            "        for j in range(m):",
-            f"            Z[i, j] = f_{activation}(Z[i, j] + b[j]{args})",
-        ]
+        forward = ["@_jit", "def bias_activation(Z, b):", "    n, m = Z.shape", "    for i in range(n):",
+                   "        for j in range(m):", f"            Z[i, j] = f_{layer.activation}(Z[i, j] + b[j]{args})"]
+        if layer.keeps_input:
+            forward += ["", "", "@_jit", "def bias_activation_keep(Z, b, A):", "    n, m = Z.shape",
+                        "    for i in range(n):", "        for j in range(m):", "            z = Z[i, j] + b[j]",
+                        "            Z[i, j] = z", f"            A[i, j] = f_{layer.activation}(z{args})"]
         backward = backward_head + [
             "        for j in range(m):",
-            f"            dZ[i, j] = g_{activation}(A[i, j], dA[i, j]{args})",
+            f"            dZ[i, j] = {_derivative(layer, 'Z[i, j]', 'A[i, j]', 'dA[i, j]')}",
         ] + bias_sum
     table = _function_table([layer], None, dtype)
     return "\n".join([HEADER, table, ""] + forward + ["", ""] + backward) + "\n"

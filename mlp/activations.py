@@ -167,10 +167,25 @@ def elu_backward(a, da, alpha):
     return da * (a > 0) + (da * (a + alpha)) * (a <= 0)
 
 
+def _row_exponentials(z):
+    """(z - max, e^(z - max), the row sums of the latter) along the last axis: the shift keeps
+    exp from overflowing. The row-wise softmax and log-softmax, defined once for NumPy (the
+    generated kernels' is mlp.kernels.rowwise)."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return shifted, e, e.sum(axis=-1, keepdims=True)
+
+
 def softmax(z):
-    """Row-wise softmax along the last axis, shifted by the row maximum (no overflow)."""
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    """Row-wise softmax along the last axis."""
+    _, e, total = _row_exponentials(z)
+    return e / total
+
+
+def log_softmax(z):
+    """Row-wise log of the softmax, exact where the softmax rounds to 0."""
+    shifted, _, total = _row_exponentials(z)
+    return shifted - np.log(total)
 
 
 def softmax_backward(a, da):

@@ -19,7 +19,9 @@ from functools import partial
 
 from mlp import activations, config
 from mlp.kernels.numba_codegen import dense_layers
+from mlp.kernels import rowwise
 from mlp.kernels.translate import bind, to_python
+from mlp.kernels.writer import Source
 
 MAX_WIDTH = 128  # widest layer (input included) the fused kernel takes
 ROWS = 8  # batch rows per block
@@ -85,20 +87,13 @@ def forward_source(layers, dtype: str) -> str:
         else:
             lines += [f"            {store}"]
             lines += ["    cuda.syncthreads()"]
-    if layers[-1].activation == "softmax":
+    if layers[-1].activation == "softmax":  # one thread per row of the tile (mlp.kernels.rowwise)
         n_out, buffer = layers[-1].n_out, f"a{len(layers) % 2}"
-        lines += [
-            f"    if u < {ROWS} and base + u < n_rows:",
-            "        row = base + u",
-            f"        top = {buffer}[u, 0]",
-            f"        for j in range(1, {n_out}):",
-            f"            top = max(top, {buffer}[u, j])",
-            f"        total = {dtype}(0)",
-            f"        for j in range({n_out}):",
-            f"            total += math.exp({buffer}[u, j] - top)",
-            f"        for j in range({n_out}):",
-            f"            out[row, j] = math.exp({buffer}[u, j] - top) / total",
-        ]
+        src = Source("python", 1, real=dtype)
+        with src.block(f"if u < {ROWS} and base + u < n_rows"):
+            src.line("row = base + u")
+            rowwise.softmax_row(src, n_out, lambda j: f"{buffer}[u, {j}]", lambda s, j: s.line(f"out[row, {j}] = a"))
+        lines += src.lines
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 import re
 
 from mlp import activations, losses
+from mlp.kernels import rowwise
 from mlp.kernels.translate import C_PRELUDE, bind, c_number, to_c
+from mlp.kernels.writer import Source
 
 C_TYPES = {"float32": "float", "float64": "double"}
 
@@ -94,42 +96,37 @@ def _loss_kernel(loss) -> str:
                    "        dA[i] = gradient * scale;\n    }")
 
 
+def _rows_kernel(row) -> str:
+    """A kernel body taking the rows r = 0 .. rows - 1 over the grid, `row(src)` writing one."""
+    src = Source("c", 1)
+    with src.block(_GRID_STRIDE.format(i="r", n="rows")):
+        row(src)
+    return src.text()
+
+
+def _softmax_cross_entropy_row(src):
+    def write(s, j):
+        s.line(f"A[r * cols + {j}] = a")
+        s.line(f"dZ[r * cols + {j}] = (a - Y[r * cols + {j}]) * scale")
+    src.declare("loss", "T(0)")
+    rowwise.softmax_cross_entropy_row(src, "cols", lambda j: f"Z[r * cols + {j}]", lambda j: f"Y[r * cols + {j}]",
+                                      write)
+    src.line("row_loss[r] = loss")
+
+
 def _fixed_kernels() -> str:
     sigmoid = to_c(activations.sigmoid, {"z": "Z[i]"}, ["T a"])
     logit_term = to_c(losses.binary_cross_entropy_logit_term, {"z": "Z[i]", "y": "Y[i]"}, ["term[i]"])
-    rows = _GRID_STRIDE.format(i="r", n="rows")
     return "".join([
         _kernel("sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy",
                 f"    {_GRID_STRIDE.format(i='i', n='total')} {{\n{_indent(sigmoid)}\n        A[i] = a;\n"
                 f"        dZ[i] = (a - Y[i]) * scale;\n{_indent(logit_term)}\n    }}"),
         # Row-wise, one thread per row: the output layer is narrow (its classes). The loss
         # term is -sum_j y_j log_softmax(z)_j, from the logits, exact where A rounds to 0.
-        _kernel("softmax_cross_entropy", "softmax_cross_entropy", f"""    {rows} {{
-        const T* z = Z + r * cols;
-        const T* y = Y + r * cols;
-        T top = z[0];
-        for (long long j = 1; j < cols; ++j) top = fmax(top, z[j]);
-        T total = T(0);
-        for (long long j = 0; j < cols; ++j) total += exp(z[j] - top);
-        T log_total = log(total);
-        T loss = T(0);
-        for (long long j = 0; j < cols; ++j) {{
-            T shifted = z[j] - top;
-            T a = exp(shifted) / total;
-            A[r * cols + j] = a;
-            dZ[r * cols + j] = (a - y[j]) * scale;
-            loss -= y[j] * (shifted - log_total);
-        }}
-        row_loss[r] = loss;
-    }}"""),
-        _kernel("softmax_rows", "softmax_rows", f"""    {rows} {{
-        const T* z = Z + r * cols;
-        T top = z[0];
-        for (long long j = 1; j < cols; ++j) top = fmax(top, z[j]);
-        T total = T(0);
-        for (long long j = 0; j < cols; ++j) total += exp(z[j] - top);
-        for (long long j = 0; j < cols; ++j) A[r * cols + j] = exp(z[j] - top) / total;
-    }}"""),
+        _kernel("softmax_cross_entropy", "softmax_cross_entropy", _rows_kernel(_softmax_cross_entropy_row)),
+        _kernel("softmax_rows", "softmax_rows", _rows_kernel(
+            lambda src: rowwise.softmax_row(src, "cols", lambda j: f"Z[r * cols + {j}]",
+                                            lambda s, j: s.line(f"A[r * cols + {j}] = a")))),
         # Inverted dropout from a counter-based hash (splitmix64 of seed, counter, index): the
         # same mask for the same state on every device and in every replay of a graph.
         _kernel("dropout_mask", "dropout_mask",

@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass
 
 from mlp.kernels import numba_update as update_code
+from mlp.kernels import rowwise
+from mlp.kernels.writer import Source
 from mlp.kernels.formulas import compiled, to_real
 from mlp.kernels.numba_workspace import Workspace
 
@@ -386,18 +388,12 @@ def _blocked_forward(number, layer, activated, indent, rows):
     return lines
 
 
-def _softmax_rows(number, n_out, indent="    ", rows="range(n)"):
-    return [
-        f"{indent}for i in {rows}:",
-        f"{indent}    m = A{number}[i, 0]",
-        f"{indent}    for j in range(1, {n_out}):",
-        f"{indent}        m = max(m, A{number}[i, j])",
-        f"{indent}    total = 0.0",
-        f"{indent}    for j in range({n_out}):",
-        f"{indent}        total += math.exp(A{number}[i, j] - m)",
-        f"{indent}    for j in range({n_out}):",
-        f"{indent}        A{number}[i, j] = math.exp(A{number}[i, j] - m) / total",
-    ]
+def _softmax_rows(number, n_out, split, indent=1):
+    """A_l = softmax(A_l) row by row, in place (mlp.kernels.rowwise)."""
+    src = Source("python", indent)
+    rowwise.softmax_rows(src, "n", n_out, lambda i, j: f"A{number}[{i}, {j}]", lambda i, j: f"A{number}[{i}, {j}]",
+                         parallel=split)
+    return src.lines
 
 
 def forward_is_parallel(layers, split=False) -> bool:
@@ -419,7 +415,7 @@ def forward_source(layers, dtype="float64", blocked=False, split=False) -> str:
     for number, layer in enumerate(layers, start=1):
         lines += _forward_layer(number, layer, number == L, False, dtype, blocked, parallel=parallel, rows=_rows(split))
         if layer.activation == "softmax":
-            lines += _softmax_rows(number, layer.n_out, rows=_rows(split))
+            lines += _softmax_rows(number, layer.n_out, split)
     lines.append(f"    return A{L}")
     return "\n".join(lines) + "\n"
 
@@ -456,23 +452,13 @@ def step_source(plan: StepPlan) -> str:
                                 training=True)
     # loss and output delta
     lines.append("    loss = 0.0")
-    if plan.fused and out.activation == "softmax":
-        lines += [
-            f"    for i in {rows}:",
-            f"        m = A{L}[i, 0]",
-            f"        for j in range(1, {out.n_out}):",
-            f"            m = max(m, A{L}[i, j])",
-            "        total = 0.0",
-            f"        for j in range({out.n_out}):",
-            f"            total += math.exp(A{L}[i, j] - m)",
-            "        log_total = math.log(total)",
-            f"        for j in range({out.n_out}):",
-            f"            z = A{L}[i, j] - m",
-            "            loss -= Y[i, j] * (z - log_total)",
-            "            a = math.exp(z) / total",
-            f"            A{L}[i, j] = a",
-            f"            D{L}[i, j] = (a - Y[i, j]) * inv_norm",
-        ]
+    if plan.fused and out.activation == "softmax":  # from the logits in A_L, one row at a time
+        src = Source("python", 1)
+        with src.loop("i", "n", parallel=split):
+            rowwise.softmax_cross_entropy_row(
+                src, out.n_out, lambda j: f"A{L}[i, {j}]", lambda j: f"Y[i, {j}]",
+                lambda s, j: (s.line(f"A{L}[i, {j}] = a"), s.line(f"D{L}[i, {j}] = (a - Y[i, {j}]) * inv_norm")))
+        lines += src.lines
     elif plan.fused:  # sigmoid + binary cross-entropy, from the logits
         lines += [
             f"    for i in {rows}:",
@@ -484,7 +470,7 @@ def step_source(plan: StepPlan) -> str:
             f"            D{L}[i, j] = (a - Y[i, j]) * inv_norm",
         ]
     elif out.activation == "softmax":  # softmax under another loss: the Jacobian row by row
-        lines += _softmax_rows(L, out.n_out, rows=rows)
+        lines += _softmax_rows(L, out.n_out, split)
         lines += [
             f"    for i in {rows}:",
             "        inner = 0.0",
@@ -695,22 +681,12 @@ def elementwise_source(activation, dtype="float64") -> str:
     # LLVM vectorises (1.1-1.6x over storing dZ and db in one loop, 8192x64 to 128x512)
     bias_sum = ["        for j in range(m):", "            db[j] += dZ[i, j]"]
     if layer.activation == "softmax":
-        forward = [
-            "@_jit",
-            "def bias_activation(Z, b):",
-            "    n, m = Z.shape",
-            "    for i in range(n):",
-            "        top = Z[i, 0] + b[0]",
-            "        for j in range(m):",
-            "            Z[i, j] += b[j]",
-            "            top = max(top, Z[i, j])",
-            "        total = 0.0",
-            "        for j in range(m):",
-            "            Z[i, j] = math.exp(Z[i, j] - top)",
-            "            total += Z[i, j]",
-            "        for j in range(m):",
-            "            Z[i, j] /= total",
-        ]
+        src = Source("python", 1)
+        with src.loop("i", "n"):
+            with src.loop("j", "m"):
+                src.line("Z[i, j] += b[j]")
+            rowwise.softmax_row(src, "m", lambda j: f"Z[i, {j}]", lambda s, j: s.line(f"Z[i, {j}] = a"))
+        forward = ["@_jit", "def bias_activation(Z, b):", "    n, m = Z.shape"] + src.lines
         backward = backward_head + [
             "        inner = 0.0",
             "        for j in range(m):",

@@ -23,7 +23,7 @@ import numpy as np
 from mlp import config, initializers, interrupt, losses, metrics as metrics_mod, optimizers, progress
 from mlp import distributed as distributed_mod
 from mlp import preprocessing as preprocessing_mod
-from mlp import schedules, validation
+from mlp import regularization, schedules, validation
 from mlp.backends import get_backend
 from mlp.errors import DeviceMemoryError, TrainingDivergedError
 from mlp.layers import Dense, Dropout, Layer, from_config
@@ -348,17 +348,12 @@ class Sequential:
                                        need_dX=i > self._first_dense, fused=fused and i == last, lr=lr)
 
     def _penalty(self, l1, l2, add_gradients):
-        """lam2 * sum(W^2) + lam1 * sum(|W|) over weights (not biases)."""
+        """lam2 * sum(W^2) + lam1 * sum(|W|) over weights (not biases): mlp.regularization."""
         penalty = 0.0
         for layer in self.dense_layers:
-            if l2:
-                penalty = penalty + l2 * self.backend.square_norm(layer.W.reshape(-1))
-                if add_gradients:
-                    layer.dW += (2.0 * l2) * layer.W
-            if l1:
-                penalty = penalty + l1 * self.backend.xp.sum(self.backend.xp.abs(layer.W))
-                if add_gradients:
-                    layer.dW += l1 * self.backend.xp.sign(layer.W)
+            penalty = penalty + self.backend.xp.sum(regularization.penalty(layer.W, l1, l2))
+            if add_gradients:
+                layer.dW += regularization.penalty_gradient(layer.W, l1, l2)
         return penalty
 
     def _compute_gradients(self, X, Y, loss, l1, l2, training, lr=None):

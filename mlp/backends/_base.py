@@ -14,6 +14,7 @@ import importlib
 import numpy as np
 
 from mlp.errors import BackendUnavailableError
+from mlp.regularization import clip_scale
 
 UPDATE_CHUNK = 1 << 14  # elements per slice of an optimizer rule run on arrays (see optimizer_update)
 
@@ -176,7 +177,7 @@ class Backend:
     def scale_to_norm(self, grads, max_norm):
         """Clip by global norm: grads *= min(1, max_norm / ||grads||), on the device."""
         norm = self.xp.sqrt(self.square_norm(grads))
-        grads *= self.xp.minimum(1.0, max_norm / (norm + 1e-6)).astype(grads.dtype)
+        grads *= self.xp.asarray(clip_scale(norm, max_norm)).astype(grads.dtype)
         return norm
 
     def plain_sgd(self, params, grads, lr):

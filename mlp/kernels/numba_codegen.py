@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mlp import regularization
 from mlp.kernels import numba_update as update_code
 from mlp.kernels import rowwise
 from mlp.kernels.writer import Source
@@ -142,7 +143,31 @@ def _offsets(layers):
     return result
 
 
-def _function_table(layers, loss, dtype):
+class _Symbol:
+    """A batch size not known when the source is written: a loss's normaliser applied to a
+    shape holding one prints its expression (batch_rows: n; all_elements: (n * cols))."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __mul__(self, other):
+        return _Symbol(f"({self} * {other})")
+
+    def __rmul__(self, other):
+        return self if other == 1 else _Symbol(f"({other} * {self})")
+
+    def __str__(self):
+        return self.text
+
+
+def _normaliser(loss, n_out) -> str:
+    """The expression of `loss`'s normaliser for n rows of n_out outputs, from its definition."""
+    from mlp import losses
+
+    return str(losses.get(loss).normaliser((_Symbol("n"), n_out)))
+
+
+def _function_table(layers, loss, dtype, penalties=False, clip=False):
     """Module-level compiled versions of the formulas the plan uses (in float32, an
     activation's `float32_forward` where it declares one: the vectorisable tanh and sigmoid)."""
     from mlp import losses
@@ -157,14 +182,16 @@ def _function_table(layers, loss, dtype):
                 activation.forward
             lines.append(compiled(forward, f"f_{name}", dtype))
             lines.append(compiled(activation.derivative, f"g_{name}", dtype))
-    terms = {"mse": "squared_error", "sse": "half_squared_error", "mae": "absolute_error",
-             "binary_cross_entropy": "binary_cross_entropy", "cross_entropy": "cross_entropy"}
     if loss is not None:
-        term = terms[loss]
-        term_name = f"{term}_term" if loss in ("binary_cross_entropy", "cross_entropy") else term
-        lines.append(compiled(getattr(losses, term_name), "loss_term", dtype))
-        lines.append(compiled(getattr(losses, f"{term}_gradient"), "loss_gradient", dtype))
+        definition = losses.get(loss)
+        lines.append(compiled(definition.term, "loss_term", dtype))
+        lines.append(compiled(definition.term_gradient, "loss_gradient", dtype))
         lines.append(compiled(losses.binary_cross_entropy_logit_term, "bce_logit_term", dtype))
+    if penalties:
+        lines.append(compiled(regularization.penalty, "penalty", dtype))
+        lines.append(compiled(regularization.penalty_gradient, "penalty_gradient", dtype))
+    if clip:
+        lines.append(compiled(regularization.clip_scale, "clip_scale", dtype))
     return "\n".join(lines) + "\n"
 
 
@@ -428,20 +455,22 @@ def step_source(plan: StepPlan) -> str:
     its scalars to float32 first (`to_real`), as NumPy's float32 update stays float32."""
     layers, L = plan.layers, len(plan.layers)
     out = layers[-1]
-    per_element = f"n * {out.n_out}"
-    norm = {"mse": per_element, "mae": per_element, "sse": "1", "binary_cross_entropy": per_element,
-            "cross_entropy": "n"}[plan.loss]
+    norm = _normaliser(plan.loss, out.n_out)
     arguments = step_arguments(plan)
     split = plan.split
     rows = _rows(split)
-    lines = [HEADER, _function_table(layers, plan.loss, plan.dtype), update_code.rule_table(plan.optimizer, plan.dtype),
+    lines = [HEADER, _function_table(layers, plan.loss, plan.dtype, plan.l1 or plan.l2, plan.clip),
+             update_code.rule_table(plan.optimizer, plan.dtype),
              _product_import(split), "", "@_jit_parallel" if split else "@_jit",
              f"def step({', '.join(arguments)}):",
              "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}",
              f"    inv_norm = 1.0 / ({norm})", "    one = 1.0"]
     lines += update_code.prepare(plan.optimizer, plan.dtype)
-    lines += to_real(["inv_norm", "one"] + [name for name in arguments if name in ("l1", "l2", "clip")], plan.dtype)
+    # a penalty formula takes both rates: the one not in use is a zero of the float type
+    unused = [name for name, used in (("l1", plan.l1), ("l2", plan.l2)) if not used]
+    lines += [f"    {name} = 0.0" for name in unused if plan.l1 or plan.l2]
+    lines += to_real(["inv_norm", "one"] + ["l1", "l2"] * (plan.l1 or plan.l2) + ["clip"] * plan.clip, plan.dtype)
     lines += workspace_layout(layers, True, plan.blocked).views()
     lines += _views(layers)
     if _writes_grads(plan):
@@ -510,12 +539,10 @@ def _input_delta_activation(plan, number):
 
 
 def _penalty(plan, gradient, weight, indent):
-    lines = []
-    if plan.l2:
-        lines += [f"{indent}loss += l2 * {weight} * {weight}", f"{indent}{gradient} += 2.0 * l2 * {weight}"]
-    if plan.l1:
-        lines += [f"{indent}loss += l1 * abs({weight})", f"{indent}{gradient} += l1 * np.sign({weight})"]
-    return lines
+    """A weight's penalty added to the loss and to its gradient (mlp.regularization)."""
+    if not (plan.l1 or plan.l2):
+        return []
+    return [f"{indent}loss += penalty({weight}, l1, l2)", f"{indent}{gradient} += penalty_gradient({weight}, l1, l2)"]
 
 
 def _input_delta(number, layer, units, indent):
@@ -645,7 +672,7 @@ def _update_from_grads(plan):
     if not plan.clip:
         return ["    for j in range(params.size):"] + _update(plan, "params[j]", "grads[j]", "j", "        ")
     lines = ["    square = 0.0", "    for j in range(grads.size):", "        square += grads[j] * grads[j]",
-             "    scale = min(1.0, clip / (math.sqrt(square) + 1e-6))", "    for j in range(params.size):",
+             "    scale = clip_scale(math.sqrt(square), clip)", "    for j in range(params.size):",
              "        g = grads[j] * scale", "        grads[j] = g"]
     return lines + _update(plan, "params[j]", "g", "j", "        ")
 

@@ -416,6 +416,29 @@ def _default_backend_line():
     return f"  default backend: {name} ({set_by})"
 
 
+def cmd_kernels(args):
+    """Write every kernel source a model (a saved file, or an architecture) compiles."""
+    import mlp
+    from mlp.kernels import dump
+
+    if os.path.exists(args.model):
+        model = mlp.load(args.model, backend="numpy")
+    else:
+        try:
+            sizes = positive_ints(args.model)
+        except argparse.ArgumentTypeError:
+            sizes = []
+        if len(sizes) < 2:
+            raise ValueError(f"{args.model!r} is neither a model file nor an architecture such as 784,128,10")
+        model = mlp.MLP(sizes, activation=args.activation, output=args.output, dtype=args.dtype, seed=0)
+    if model.loss is None:
+        model.compile(loss=args.loss, optimizer=args.optimizer)
+    backends = ("numba", "cupy") if args.backend == "all" else (args.backend,)
+    for kind, plan, source, suffix in dump.model_sources(model, args.batch, backends):
+        print(dump.write(source, kind, plan, suffix, folder=args.out))
+    return 0
+
+
 def cmd_info(args):
     import importlib.util
     import platform
@@ -554,6 +577,18 @@ def build_parser():
     bench = sub.add_parser("bench", help="throughput across batch sizes and backends, beside PyTorch")
     add_arguments(bench)
     bench.set_defaults(run=run_from_args)
+
+    kernels = sub.add_parser("kernels", help="write the Numba and CUDA sources a model compiles, with their plans")
+    kernels.add_argument("model", help="a saved model file, or an architecture such as 784,512,512,10")
+    kernels.add_argument("--out", default="mlp-kernels", help="the folder to write them to")
+    kernels.add_argument("--batch", type=positive_int, default=32, help="the batch size they are generated for")
+    kernels.add_argument("--backend", choices=["all", "numba", "cupy"], default="all", help="whose sources")
+    kernels.add_argument("--activation", default="relu", help="an architecture's hidden activation")
+    kernels.add_argument("--output", default="softmax", help="an architecture's output activation")
+    kernels.add_argument("--loss", default="cross_entropy", help="the loss (of a model saved without one too)")
+    kernels.add_argument("--optimizer", default="adam", choices=list(optimizers.OPTIMIZERS), help="the update rule")
+    kernels.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the float type")
+    kernels.set_defaults(run=cmd_kernels)
 
     info = sub.add_parser("info", help="backends available on this machine, and why not")
     info.set_defaults(run=cmd_info)

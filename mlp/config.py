@@ -129,6 +129,13 @@ def cache_dir() -> str | None:
     return os.path.expanduser(value) if value else None
 
 
+def dump_kernels() -> str | None:
+    """MLP_DUMP_KERNELS: a folder that receives every generated kernel source as it is loaded
+    (mlp.kernels.dump), `~` expanded (None when unset)."""
+    value = _raw("MLP_DUMP_KERNELS")
+    return os.path.expanduser(value) if value else None
+
+
 def problems() -> list[str]:
     """One message per environment variable set to a value it does not accept (for `mlp info`)."""
     found = []

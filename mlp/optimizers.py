@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -38,10 +38,10 @@ class UpdatePlan:
     returns for each step (after the hyperparameters and the step count t)."""
 
     name: str
-    rule: Callable
+    rule: Callable = field(repr=False)
     state: tuple
     hyperparameters: tuple
-    derive: Optional[Callable] = None
+    derive: Optional[Callable] = field(default=None, repr=False)
     derived: tuple = ()
 
     @functools.cached_property

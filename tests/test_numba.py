@@ -97,7 +97,7 @@ def test_batch_sizes_around_the_row_blocks(numba_path, batch):
 @pytest.mark.parametrize("numba_path", EVERY_PATH, indirect=True)
 @pytest.mark.parametrize("batch", [1, 6])
 def test_inference_splits_large_layers_across_cores(numba_path, batch):
-    from mlp.kernels.numba_codegen import PARALLEL_WEIGHTS
+    from mlp.kernels.numba_plan import PARALLEL_WEIGHTS
 
     assert 260 * 257 >= PARALLEL_WEIGHTS  # the compiled forward takes this layer's units in parallel
     X = np.random.default_rng(1).standard_normal((batch, 6))
@@ -139,13 +139,13 @@ def blocked(monkeypatch):
     """A function that sends the compiled path's blocked steps and passes to one thread
     ("serial") or splits them across threads ("split", from batch 0 on, so that small problems
     take the split code)."""
-    from mlp.kernels import numba_codegen
+    from mlp.kernels import numba_plan
 
     monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
 
     def choose(how):
         for name in ("SPLIT_FROM", "SPLIT_WORK"):
-            monkeypatch.setattr(numba_codegen, name, 0 if how == "split" else 10**9)
+            monkeypatch.setattr(numba_plan, name, 0 if how == "split" else 10**9)
     return choose
 
 
@@ -157,11 +157,11 @@ def blocked(monkeypatch):
     pytest.param("serial", 21, "momentum", marks=LONG), pytest.param("serial", 21, "adam", marks=LONG),
     pytest.param("split", 13, "sgd", marks=LONG), pytest.param("split", 21, "adam", marks=LONG)])
 def test_register_blocked_steps(blocked, how, batch, optimizer):
-    from mlp.kernels import numba_codegen
+    from mlp.kernels import numba_plan
 
     blocked(how)
     weights = sum(a * b for a, b in itertools.pairwise(BLOCKED_SIZES))
-    assert numba_codegen.blocks(batch, weights) and not numba_codegen.blocks(4, weights)
+    assert numba_plan.blocks(batch, weights) and not numba_plan.blocks(4, weights)
     check_against_numpy("tanh", "softmax", "cross_entropy", OPTIMIZERS[optimizer], batch=batch, sizes=BLOCKED_SIZES)
 
 
@@ -247,8 +247,8 @@ THREADED_TRAINING = """
 import sys, threading
 import numpy as np
 import mlp
-from mlp.kernels import numba_codegen
-numba_codegen.SPLIT_FROM = numba_codegen.SPLIT_WORK = 0  # every blocked step split across threads
+from mlp.kernels import numba_plan
+numba_plan.SPLIT_FROM = numba_plan.SPLIT_WORK = 0  # every blocked step split across threads
 mlp.get_backend("numba").crossover_override = 10**9
 X = np.random.default_rng(0).standard_normal((12, 3))
 y = [0, 1] * 6

@@ -37,7 +37,7 @@ if config.flag("MLP_TF32", False):
 
 cupy = require("cupy", "cupy", "cupy")
 
-from mlp.kernels import cuda_source  # noqa: E402 (after CUPY_TF32 is set)
+from mlp.kernels import cuda_source, dump  # noqa: E402 (after CUPY_TF32 is set)
 
 THREADS = 256
 MAX_BLOCKS = 4096  # kernels stride over the grid: more blocks than this only add scheduling
@@ -167,6 +167,7 @@ class Backend(_Base):
                tuple(loss.name for loss in losses), tuple(optimizers))
         if key not in self._modules:
             source = cuda_source.module_source(key[0], activations, losses, optimizers)
+            dump.write(source, "cuda_module", key, ".cu")
             module = cupy.RawModule(code=source, options=("--std=c++17",))
             self._modules[key] = {name: module.get_function(name) for name in cuda_source.kernel_names(source)}
         return self._modules[key]

@@ -32,6 +32,8 @@ from mlp.optimizers import SGD
 numba = require("numba", "numba", "numba")
 
 from mlp.kernels import numba_codegen as codegen  # noqa: E402  (needs numba)
+from mlp.kernels import numba_elementwise as elementwise  # noqa: E402
+from mlp.kernels import numba_plan as plan_rules  # noqa: E402
 from mlp.kernels import numba_cpu as kernels  # noqa: E402
 from mlp.kernels import numba_update as update_code  # noqa: E402
 
@@ -74,8 +76,7 @@ def _table(data, key, activation=None):
     return {int(width): int(batch) if "from_" not in key else min(1, int(batch)) for width, batch in last.items()}
 
 
-def _weights(model) -> int:
-    return sum(layer.n_in * layer.n_out for layer in model.dense_layers)
+_weights = plan_rules.n_weights
 
 
 # Numba's threading layer where neither OpenMP nor TBB is installed, "workqueue", aborts the
@@ -164,19 +165,15 @@ class Backend(_NumpyBackend):
 
     def _train_step(self, model, batch, plan_batch):
         optimizer = model.optimizer
-        weights = _weights(model)
         update = optimizer.update_plan
-        plan = codegen.StepPlan(codegen.dense_layers(model), model.loss.name, model.loss.fused_with is not None,
-                                update, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                                str(model.dtype), codegen.blocks(plan_batch, weights),
-                                codegen.splits(plan_batch, weights))
-        step = kernels.load(codegen.step_source(plan)).step
+        plan = plan_rules.step_plan(model, plan_batch)
+        step = kernels.load(codegen.step_source(plan), "step", plan).step
         if plan.split:
             step = _one_at_a_time(step)
-        work, output = codegen.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
+        work, output = plan_rules.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
         arrays = {"params": model.params, "grads": model.grads, "work": work,
                   **{f"s_{name}": optimizer.arrays[name] for name in update.state}}
-        names = codegen.step_arguments(plan)
+        names = plan_rules.step_arguments(plan)
         fixed = tuple(arrays[name] for name in names[2:names.index("work") + 1])
         settings = tuple(value for value, used in ((model.l1, plan.l1), (model.l2, plan.l2),
                                                    (model.clip_norm, plan.clip)) if used)
@@ -203,20 +200,20 @@ class Backend(_NumpyBackend):
         return cache[key]
 
     def _forward(self, model, batch):
-        layers = codegen.dense_layers(model)
-        weights = _weights(model)
-        blocked, split = codegen.blocks(batch, weights), codegen.splits(batch, weights)
-        forward = kernels.load(codegen.forward_source(layers, str(model.dtype), blocked, split)).forward
-        if codegen.forward_is_parallel(layers, split):
+        plan = plan_rules.forward_plan(model, batch)
+        layers, _, blocked, split = plan
+        forward = kernels.load(codegen.forward_source(*plan), "forward", plan).forward
+        if plan_rules.forward_is_parallel(layers, split):
             forward = _one_at_a_time(forward)
-        work, _ = codegen.workspace(layers, batch, False, model.dtype, blocked)
+        work, _ = plan_rules.workspace(layers, batch, False, model.dtype, blocked)
         return lambda X: forward(X, model.params, work)
 
     # --- the per-layer path: BLAS GEMMs, fused element-wise passes ---------------------
     def _kernels_for(self, activation, dtype):
         key = (activation.name, tuple(activation.params.items()), dtype)  # str(dtype) takes 7.5 us: 4 calls a step
         if key not in self._generated:
-            self._generated[key] = kernels.load(codegen.elementwise_source(activation, str(dtype)))
+            source = elementwise.elementwise_source(activation, str(dtype))
+            self._generated[key] = kernels.load(source, "elementwise", (activation, str(dtype)))
         return self._generated[key]
 
     def dense_forward(self, X, W, b, activation):
@@ -253,7 +250,8 @@ class Backend(_NumpyBackend):
     def _update_kernel(self, plan, dtype):
         key = ("update", plan, dtype)
         if key not in self._generated:
-            self._generated[key] = kernels.load(update_code.update_source(plan, str(dtype))).update
+            source = update_code.update_source(plan, str(dtype))
+            self._generated[key] = kernels.load(source, "update", (plan, str(dtype))).update
         return self._generated[key]
 
     def plain_sgd(self, params, grads, lr):

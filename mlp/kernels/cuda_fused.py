@@ -18,7 +18,7 @@ import threading
 from functools import partial
 
 from mlp import activations, config
-from mlp.kernels.numba_codegen import dense_layers
+from mlp.kernels.numba_plan import dense_layers
 from mlp.kernels import rowwise
 from mlp.kernels.translate import bind, to_python
 from mlp.kernels.writer import Source
@@ -148,7 +148,7 @@ def _compiled_forward(model, layers, batch):
 
     from mlp.kernels.numba_cpu import load
 
-    kernel = load(forward_source(layers, str(model.dtype))).forward
+    kernel = load(forward_source(layers, str(model.dtype)), "cuda_fused_forward", (layers, str(model.dtype))).forward
     blocks, threads = launch_shape(layers, batch)
     out = cupy.empty((batch, layers[-1].n_out), model.dtype)
 

@@ -19,6 +19,7 @@ from numba.core.compiler_lock import global_compiler_lock
 
 from mlp import config as settings
 from mlp.io import atomic_write
+from mlp.kernels import dump
 
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}  # no nnan/ninf: NaN checks must survive
 _jit = njit(cache=True, fastmath=_FLAGS, error_model="numpy", nogil=True)
@@ -73,15 +74,20 @@ def module_folder() -> str:
     return _folders[configured]
 
 
-def load(source: str):
+def load(source: str, kind="module", plan=None):
     """Import generated source as a module from a file named by its hash, so Numba's
-    cache=True finds the compiled code again in later processes."""
+    cache=True finds the compiled code again in later processes. `kind` and `plan` say what it
+    was generated for (written beside it by MLP_DUMP_KERNELS: mlp.kernels.dump)."""
     digest = hashlib.sha1(source.encode()).hexdigest()[:16]
     module = _modules.get(digest)
     if module is not None:
         return module
     with _loading:  # threads of one process: one imports (and compiles) each module
-        return _modules.get(digest) or _import(source, digest)
+        module = _modules.get(digest)
+        if module is None:
+            dump.write(source, kind, plan, ".py")
+            module = _import(source, digest)
+        return module
 
 
 def _import(source, digest):
@@ -133,11 +139,11 @@ def _compile_slp_vectorized(compile, signature):
 
 def products():
     """The module of the register-blocked `product` that every generated step and forward
-    pass calls (mlp.kernels.numba_codegen.product_source): compiled once per float type and
+    pass calls (mlp.kernels.numba_products): compiled once per float type and
     array layout, not once per architecture."""
-    from mlp.kernels.numba_codegen import product_source
+    from mlp.kernels.numba_products import product_source
 
-    module = load(product_source())
+    module = load(product_source(), "product")
     if not isinstance(module.product.compile, functools.partial):
         module.product.compile = functools.partial(_compile_slp_vectorized, module.product.compile)
     return module

@@ -54,13 +54,13 @@ def sweep(backend, model, run_for, label, max_batch, timings, verbose):
     threads is timed after SETTLE seconds, the BLAS path's spinning threads asleep."""
     from mlp.backends.numba import _weights
     from mlp.bench.timing import SETTLE
-    from mlp.kernels import numba_codegen as codegen
+    from mlp.kernels import numba_plan
 
     weights = _weights(model)
     batch, losses = 1, 0
     while batch <= max_batch and losses < LOSSES:
         run = run_for(batch)
-        settle = SETTLE if codegen.splits(batch, weights) else 0.0
+        settle = SETTLE if numba_plan.splits(batch, weights) else 0.0
         fused = blas = float("inf")
         for _ in range(ROUNDS):
             fused = min(fused, time_path(backend, model, run, 10**9, settle))

@@ -8,7 +8,7 @@ Names in generated code: state arrays `s_<name>`, hyperparameters `h_<name>`, th
 """
 from __future__ import annotations
 
-from mlp.kernels.formulas import compiled, to_real
+from mlp.kernels.formulas import HEADER, compiled, to_real
 
 
 def state_arguments(plan) -> list:
@@ -54,8 +54,6 @@ def update(plan, target, grad, index, indent) -> list:
 
 def update_source(plan, dtype="float64") -> str:
     """`update(params, grads, *state, *scalars)`: one step of the optimizer over flat buffers."""
-    from mlp.kernels.numba_codegen import HEADER
-
     arguments = ["params", "grads"] + state_arguments(plan) + scalar_arguments(plan)
     lines = [HEADER, rule_table(plan, dtype), "@_jit", f"def update({', '.join(arguments)}):"]
     lines += prepare(plan, dtype) + ["    for j in range(params.size):"]

@@ -49,7 +49,7 @@ def test_sample_count_mismatch(classifier):
 
 
 def test_unknown_names():
-    with pytest.raises(ValueError, match="Unknown activation .relux.. Valid activations: elu, gelu, identity"):
+    with pytest.raises(ValueError, match="Unknown activation .relux.. Valid activations: .*identity.*relu"):
         mlp.Dense(2, 2, activation="relux")
     with pytest.raises(ValueError, match="Unknown loss 'l3'. Valid losses: binary_cross_entropy"):
         mlp.MLP([2, 1]).compile(loss="l3")

@@ -251,6 +251,15 @@ def mish_backward(z, da):
     return da * (t + z * (1 - t * t) * sigmoid(z))
 
 
+def hardswish(z):
+    """z relu6(z + 3) / 6 (Howard et al. 2019, as torch.nn.Hardswish)."""
+    return z * np.minimum(np.maximum(z + 3, 0), 6) / 6
+
+
+def hardswish_backward(z, da):
+    return da * ((z > 3) + (2 * z + 3) / 6 * (z >= -3) * (z <= 3))
+
+
 # --- the table -------------------------------------------------------------------
 
 # The derivatives read the output A, which tells the sign of Z only for slope >= 0 and alpha > 0.
@@ -278,6 +287,7 @@ ACTIVATIONS = {
                                init="he_normal"),
     "silu": lambda: Activation("silu", silu, silu_backward, needs="both", init="he_normal"),
     "mish": lambda: Activation("mish", mish, mish_backward, needs="input", init="he_normal"),
+    "hardswish": lambda: Activation("hardswish", hardswish, hardswish_backward, needs="input", init="he_normal"),
     "softmax": lambda: Activation("softmax", softmax, softmax_backward, elementwise=False),
     "step": lambda: Activation("step", step, None),
 }

@@ -124,3 +124,29 @@ def test_float32_formulas_stay_within_3e7_of_the_exact_ones(name):
     # gate made of tanh): relative to the input's scale, float32's resolution of z
     scale = 1.0 if np.abs(exact).max() <= 1 else 1 + np.abs(z)
     assert (np.abs(activation.float32_forward(z) - exact) / scale).max() < 3e-7
+
+
+def _torch_functions():
+    """Registry name -> torch's own function, for the activations torch has (comparison data)."""
+    F = pytest.importorskip("torch").nn.functional
+    return {"identity": lambda t: t, "sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu,
+            "leaky_relu": lambda t: F.leaky_relu(t, 0.01), "elu": F.elu, "softplus": F.softplus,
+            "softsign": F.softsign, "selu": F.selu, "gelu": lambda t: F.gelu(t, approximate="tanh"),
+            "silu": F.silu, "mish": F.mish, "hardswish": F.hardswish, "softmax": lambda t: F.softmax(t, dim=-1)}
+
+
+@pytest.mark.parametrize("name", sorted(set(activations.ACTIVATIONS) - {"step"}))
+def test_activation_and_its_derivative_match_torch_autograd(name):
+    torch = pytest.importorskip("torch")
+    reference = _torch_functions().get(name)
+    if reference is None:
+        pytest.skip(f"torch has no {name}")
+    act = activations.get(name)
+    z = np.random.default_rng(0).normal(scale=3, size=(7, 5)) + 0.013
+    dA = np.random.default_rng(1).normal(size=z.shape)
+    t = torch.tensor(z, requires_grad=True)
+    out = reference(t)
+    out.backward(torch.tensor(dA))
+    A = act.function(z)
+    np.testing.assert_allclose(A, out.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(act.gradient(z, A, dA), t.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -297,7 +297,38 @@ class Adagrad(Optimizer):
         return p - step_size * g / (np.sqrt(accumulated) + eps), accumulated
 
 
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad)}
+class Adamax(Optimizer):
+    """Adamax (Adam under the infinity norm) as torch.optim.Adamax: g += weight_decay p;
+    m = beta1 m + (1 - beta1) g; u = max(beta2 u, |g| + eps); p -= lr / (1 - beta1^t) m / u."""
+
+    name = "adamax"
+    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    state = ("exp_avg", "exp_inf")
+    derived = ("step_size",)
+
+    def __init__(self, lr=0.002, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        self.beta1, self.beta2 = _betas(betas)
+        self.eps = _check(eps, "eps", low_open=True)
+        self.weight_decay = _check(weight_decay, "weight_decay")
+
+    @property
+    def betas(self):
+        return [self.beta1, self.beta2]
+
+    @staticmethod
+    def derive(t, lr, beta1):
+        return lr / (1.0 - beta1 ** t)
+
+    @staticmethod
+    def rule(p, g, exp_avg, exp_inf, step_size, beta1, beta2, eps, weight_decay):
+        g = g + weight_decay * p
+        exp_avg = beta1 * exp_avg + (1.0 - beta1) * g
+        exp_inf = np.maximum(beta2 * exp_inf, np.abs(g) + eps)
+        return p - step_size * exp_avg / exp_inf, exp_avg, exp_inf
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Adamax)}
 
 
 def get(spec) -> Optimizer:

@@ -65,9 +65,20 @@ def _adagrad(p, grads, lr, lr_decay, weight_decay, initial_accumulator_value, ep
     return p
 
 
+def _adamax(p, grads, lr, betas, eps, weight_decay):
+    m, u = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = g + weight_decay * p
+        m = betas[0] * m + (1 - betas[0]) * g
+        u = np.maximum(betas[1] * u, np.abs(g) + eps)
+        p = p - lr / (1 - betas[0] ** t) * m / u
+    return p
+
+
 # The rules as their authors publish them (torch.optim's documentation), one per registry entry:
 # a registered optimizer without one fails test_every_optimizer_has_a_transcription.
-TRANSCRIPTIONS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad}
+TRANSCRIPTIONS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad,
+                  "adamax": _adamax}
 
 
 def _gradients(n=40):

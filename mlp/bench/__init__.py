@@ -59,7 +59,8 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
     networks = [NETWORKS[n] if isinstance(n, str) else n for n in networks]
     if reference_names is None:
         reference_names = [r for r in references.FRAMEWORKS if references.installed(r)
-                           and (device == "cuda" or r not in references.GPU_ONLY)]
+                           and (device == "cuda" or r not in references.GPU_ONLY)
+                           and all(references.supports(r, network.activation) for network in networks)]
     backend_objects = [mlp.get_backend(name) for name in backends]
     cases = [(b, n, s, m) for b in backends for n in networks for s in batch_sizes for m in modes]
     bar = _bar(progress, rounds * (len(cases) + len(reference_names) * len(networks)))

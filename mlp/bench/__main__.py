@@ -57,6 +57,9 @@ def add_arguments(parser):
     parser.add_argument("--net", type=_names(tuple(NETWORKS), "network"), default=["tiny", "mnist"],
                         help=f"networks: {', '.join(NETWORKS)} (default: tiny,mnist)")
     parser.add_argument("--sizes", type=_sizes, default=None, help="a custom network, e.g. 784,256,10")
+    parser.add_argument("--activation", default=None,
+                        help="the hidden layers' activation instead of each network's own (any registered one; "
+                             "the references that lack it are left out)")
     parser.add_argument("--batch-sizes", type=positive_ints, default=list(DEFAULT_BATCH_SIZES),
                         help="comma-separated batch sizes")
     parser.add_argument("--modes", type=_names(MODES, "mode"), default=list(MODES), help="train, infer or both")
@@ -116,6 +119,8 @@ def run_from_args(args):
         return _time_to_result(args, backends)
     networks = [custom(args.sizes)] if args.sizes else [NETWORKS[name] for name in args.net]
     references = [] if args.references == ["none"] else args.references
+    if args.activation:
+        networks, references = _with_activation(networks, references, args.activation)
     report = bench.run(backends, networks, args.batch_sizes, args.modes, args.dtype, references,
                        args.threads, {"repeats": args.repeats, "min_repeat_time": args.min_time},
                        progress=not args.quiet, device=args.device, rounds=args.rounds)
@@ -132,6 +137,24 @@ def run_from_args(args):
         print(comparison)
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)
     return 0
+
+
+def _with_activation(networks, references, name):
+    """The networks with `name` in their hidden layers (named net-activation), and the
+    references that have it (said on stderr when some are left out)."""
+    import dataclasses
+
+    from mlp import activations
+    from mlp.bench.references import supports
+
+    activation = activations.get(name).name  # an unknown name: the registry's message
+    networks = [dataclasses.replace(n, name=f"{n.name}-{activation}", activation=activation) for n in networks]
+    kept = [reference for reference in (references or []) if supports(reference, activation)]
+    if references is None:
+        kept = None  # those installed; the harness leaves out those without the activation
+    elif kept != references:
+        print(f"left out for {activation}: {', '.join(sorted(set(references) - set(kept)))}", file=sys.stderr)
+    return networks, kept
 
 
 def _time_to_result(args, backends):

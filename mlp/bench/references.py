@@ -69,6 +69,24 @@ def numpy_naive(network: Network, X, Y):
     return step, lambda: forward(X)[-1], lambda: None
 
 
+# the hidden activations each reference implements (mlp's own names)
+TORCH_ACTIVATIONS = {"relu": ("ReLU", {}), "tanh": ("Tanh", {}), "sigmoid": ("Sigmoid", {}),
+                     "gelu": ("GELU", {"approximate": "tanh"}), "silu": ("SiLU", {}), "mish": ("Mish", {}),
+                     "elu": ("ELU", {}), "selu": ("SELU", {}), "softplus": ("Softplus", {}),
+                     "softsign": ("Softsign", {}), "hardswish": ("Hardswish", {}),
+                     "leaky_relu": ("LeakyReLU", {"negative_slope": 0.01})}
+
+
+def supports(reference: str, activation: str) -> bool:
+    """Whether `reference` (torch-eager, jax-jit, ...) implements `activation`."""
+    return activation in (TORCH_ACTIVATIONS if reference.startswith("torch") else ("relu", "tanh"))
+
+
+def _torch_activation(torch, name):
+    module, options = TORCH_ACTIVATIONS[name]
+    return getattr(torch.nn, module)(**options)
+
+
 # --- PyTorch ---------------------------------------------------------------------------
 def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
     import torch
@@ -78,7 +96,7 @@ def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
     for i, (n_in, n_out) in enumerate(zip(network.sizes, network.sizes[1:])):
         layers.append(torch.nn.Linear(n_in, n_out))
         if i < len(network.sizes) - 2:
-            layers.append(torch.nn.ReLU() if network.activation == "relu" else torch.nn.Tanh())
+            layers.append(_torch_activation(torch, network.activation))
     model = torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
     X_t = torch.as_tensor(X, device=device)
     if network.loss == "cross_entropy":

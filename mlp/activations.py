@@ -33,7 +33,9 @@ NEEDS = ("output", "input", "both")  # what a derivative may read
 def derivative_inputs(needs, Z, A) -> tuple:
     """What a derivative declaring `needs` reads, in its order, from Z and A (arrays, or
     expressions in generated code)."""
-    return {"output": (A,), "input": (Z,), "both": (Z, A)}[needs]
+    if needs == "output":  # no table built per call: a backward pass asks once per layer and step
+        return (A,)
+    return (Z,) if needs == "input" else (Z, A)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,9 @@ def get(spec, **params) -> Activation:
     """An Activation from a name ("relu"), a config dict ({"name": "elu", "alpha": 0.5})
     or an Activation (returned as is)."""
     if isinstance(spec, Activation):
+        if spec.name not in ACTIVATIONS:  # it could train here, but not compile, clone, save or load
+            raise ValueError(f"activation {spec.name!r} is not registered: register its formulas with "
+                             f"mlp.activations.register({spec.name!r}, forward, derivative, needs=...) and name it")
         return spec if not params else ACTIVATIONS[spec.name](**{**spec.params, **params})
     if isinstance(spec, dict):
         params = {**spec, **params}

@@ -9,6 +9,7 @@ import pytest
 import mlp
 from mlp import checkpoint as checkpoint_mod
 from mlp import progress
+from tests.conftest import every_optimizer
 from tests.model_files import rewrite_header
 
 EPOCHS = 24
@@ -41,8 +42,9 @@ def _train(backend, config, epochs=EPOCHS, **kwargs):
     """A fresh model, trained with `config`; returns (model, history)."""
     model = mlp.MLP([2, 8, 2], activation="tanh", output="softmax", dropout=config.get("dropout", 0.0),
                     backend=backend, seed=3)
-    model.compile(loss="cross_entropy", optimizer=mlp.Adam(lr=0.1))
-    settings = {key: (value() if callable(value) else value) for key, value in config.items() if key != "dropout"}
+    model.compile(loss="cross_entropy", optimizer=config.get("optimizer", lambda: mlp.Adam(lr=0.1))())
+    settings = {key: (value() if callable(value) else value) for key, value in config.items()
+                if key not in ("dropout", "optimizer")}
     if "checkpoint" not in kwargs:
         settings.pop("checkpoint_every", None)
     history = model.fit(X, Y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0, **settings, **kwargs)
@@ -115,6 +117,16 @@ def test_interrupted_and_resumed_runs_match_the_uninterrupted_one(backend_name, 
     for epochs in (3, 7):
         _train(backend_name, settings, epochs=epochs, checkpoint=path, resume=path if path.exists() else None)
     _same_run(_train(backend_name, settings, checkpoint=path, resume=path), reference)
+
+
+@pytest.mark.parametrize("optimizer", every_optimizer(), ids=repr)
+def test_every_optimizer_resumes_exactly(optimizer, monkeypatch, tmp_path):
+    """Its state arrays and step count checkpointed by the names its descriptor declares."""
+    settings = {"optimizer": lambda: mlp.optimizers.get(optimizer.config())}
+    reference = _train("numpy", settings)
+    path = tmp_path / "ck.npz"
+    _killed_after_write(monkeypatch, "numpy", settings, path, 5)
+    _same_run(_train("numpy", settings, checkpoint=path, resume=path), reference)
 
 
 def test_resuming_a_run_that_stopped_early_trains_no_more(tmp_path):

@@ -190,15 +190,11 @@ class Backend:
         plan = optimizer.update_plan
         scalars = optimizer.scalars(plan)
         states = [optimizer.arrays[name] for name in plan.state]
+        if params.size <= UPDATE_CHUNK:  # one slice: no slicing (a small net's step is microseconds)
+            return _apply_rule(plan.rule, params, grads, states, scalars)
         for start in range(0, params.size, UPDATE_CHUNK):
             part = slice(start, start + UPDATE_CHUNK)
-            result = plan.rule(params[part], grads[part], *(state[part] for state in states), *scalars)
-            if not states:
-                params[part] = result
-                continue
-            params[part] = result[0]
-            for state, value in zip(states, result[1:]):
-                state[part] = value
+            _apply_rule(plan.rule, params[part], grads[part], [state[part] for state in states], scalars)
 
     def __reduce__(self):
         """Pickled by name: unpickling gives that process's own instance of the backend, not a
@@ -209,3 +205,14 @@ class Backend:
 
     def __repr__(self):
         return f"<mlp backend {self.name!r}>"
+
+
+def _apply_rule(rule, params, grads, states, scalars):
+    """params and states (arrays, or slices of them) <- rule(params, grads, *states, *scalars)."""
+    result = rule(params, grads, *states, *scalars)
+    if not states:
+        params[...] = result
+        return
+    params[...] = result[0]
+    for state, value in zip(states, result[1:]):
+        state[...] = value

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import threading
 
@@ -266,8 +267,10 @@ class Backend(_NumpyBackend):
 
 def _scalars(optimizer, plan):
     """A function () -> the scalar arguments of the next step's update (hyperparameters, then
-    t when counted), as the generated code takes them (mlp.kernels.numba_update)."""
-    names = plan.hyperparameters
+    t when counted), as the generated code takes them (mlp.kernels.numba_update). An
+    attrgetter: called on every step of a loop of microseconds."""
+    get = operator.attrgetter(*plan.hyperparameters)
+    values = get if len(plan.hyperparameters) > 1 else (lambda owner: (get(owner),))
     if plan.counts_steps:
-        return lambda: (*(float(getattr(optimizer, name)) for name in names), optimizer.step + 1)
-    return lambda: tuple(float(getattr(optimizer, name)) for name in names)
+        return lambda: (*values(optimizer), optimizer.step + 1)
+    return lambda: values(optimizer)

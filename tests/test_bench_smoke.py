@@ -136,3 +136,14 @@ def test_activation_option_measures_the_networks_with_it_and_leaves_out_referenc
     assert "left out for silu: numpy-naive" in result.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert {(r["implementation"], r["network"]) for r in rows} == {("numpy", "tiny-silu")}
+
+
+def test_a_reference_measures_the_network_with_the_activation_asked_for(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--backends", "numpy", "--net", "mnist",
+                             "--batch-sizes", "2", "--modes", "infer", "--references", "numpy-naive",
+                             "--activation", "tanh", "--repeats", "1", "--min-time", "0.001", "--out", str(tmp_path),
+                             "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert {(r["implementation"], r["network"]) for r in rows} == {("numpy", "mnist-tanh"),
+                                                                   ("numpy-naive", "mnist-tanh")}

@@ -6,6 +6,7 @@ optimizer (SGD, lr 0.01), dtype and data shapes as the mlp backends."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import sys
 
 import numpy as np
 
-from mlp.bench.networks import LR, NETWORKS, Network, custom, synthetic_data
+from mlp.bench.networks import LR, Network, synthetic_data
 from mlp.bench.timing import PEAK_SIZES, gemm_flops, measure, peak_repeat_time
 
 FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "torch-cudagraph", "jax-jit")
@@ -233,7 +234,7 @@ def run_in_subprocess(framework, network, batch_sizes, modes, dtype, threads, de
     """Run one reference in a fresh process with `threads` threads; yields result dicts."""
     env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
     command = [sys.executable, "-m", "mlp.bench.references", "--framework", framework,
-               "--sizes", ",".join(map(str, network.sizes)), "--net", network.name,
+               "--network", json.dumps(dataclasses.asdict(network)),
                "--batch-sizes", ",".join(map(str, batch_sizes)), "--modes", ",".join(modes),
                "--dtype", dtype, "--threads", str(threads), "--device", device,
                "--timing", json.dumps(timing)]
@@ -248,8 +249,7 @@ def run_in_subprocess(framework, network, batch_sizes, modes, dtype, threads, de
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
-    parser.add_argument("--net", required=True)
-    parser.add_argument("--sizes", required=True)
+    parser.add_argument("--network", required=True, help="the Network as JSON (name, sizes, activation, ...)")
     parser.add_argument("--batch-sizes", required=True)
     parser.add_argument("--modes", default="train,infer")
     parser.add_argument("--dtype", default="float32")
@@ -257,10 +257,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timing", default="{}")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    network = NETWORKS.get(args.net)
-    if network is None or tuple(sizes) != network.sizes:
-        network = custom(sizes)
+    fields = json.loads(args.network)
+    network = Network(**{**fields, "sizes": tuple(fields["sizes"])})
     if args.framework.startswith("torch"):
         import torch
 

@@ -7,6 +7,7 @@ import pytest
 import mlp
 from mlp import backends, datasets
 from mlp.errors import DeviceMemoryError
+from tests.conftest import every_optimizer
 
 reason = backends.unavailable_reason("cupy")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(reason is not None, reason=f"no GPU: {reason}")]
@@ -29,7 +30,8 @@ def _train(model, graphs, X, Y, steps):
     return losses
 
 
-@pytest.mark.parametrize("optimizer", [lambda: mlp.SGD(0.05, momentum=0.9), lambda: mlp.Adam(0.01)])
+@pytest.mark.parametrize("optimizer", [lambda o=o: mlp.optimizers.get(o.config()) for o in every_optimizer()],
+                         ids=[repr(o) for o in every_optimizer()])
 def test_graph_replay_gives_the_results_of_the_uncaptured_step(optimizer):
     X, y = datasets.spirals(256, seed=0)
     graphed, plain = _model(optimizer()), _model(optimizer())

@@ -131,6 +131,11 @@ def sigmoid_float32(z):
     return 0.5 + 0.5 * tanh_float32(0.5 * z)
 
 
+# What compiled float32 code prints in place of tanh and sigmoid wherever a formula calls them
+# (GELU, SiLU, Mish, a user's own): mlp.kernels.formulas.
+FLOAT32_REPLACEMENTS = {"tanh": tanh_float32, sigmoid: sigmoid_float32}
+
+
 def relu(z):
     return np.maximum(z, 0)
 

@@ -16,11 +16,15 @@ def compiled(func, name, dtype, n_results=1) -> str:
     In float32 the formula is printed with float32 constants and arguments: Numba types a
     Python float as float64, and one float64 constant turns a whole float32 polynomial into
     float64 arithmetic (measured 2x on the rational tanh; Adam's update, with its 1.0 - beta,
-    2.6x)."""
+    2.6x); and its tanh and sigmoid are the vectorisable approximations
+    (mlp.activations.FLOAT32_REPLACEMENTS), which Numba without SVML would otherwise call from
+    libm one element at a time."""
     params = list(inspect.signature(func).parameters)
     results = [f"result{i}" for i in range(n_results)]
     if dtype == "float32":
-        body = to_python(func, {p: f"float32({p})" for p in params}, results, "float32")
+        from mlp.activations import FLOAT32_REPLACEMENTS
+
+        body = to_python(func, {p: f"float32({p})" for p in params}, results, "float32", FLOAT32_REPLACEMENTS)
     else:
         body = to_python(func, {p: p for p in params}, results)
     lines = ["@_jit", f"def {name}({', '.join(params)}):"]

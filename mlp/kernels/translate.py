@@ -82,8 +82,9 @@ def _tree(func):
 class _Printer:
     """Prints one function body with its arguments bound to given expressions."""
 
-    def __init__(self, func, bindings, lang, dtype, counter=None, tag=None):
+    def __init__(self, func, bindings, lang, dtype, counter=None, tag=None, replacements=None):
         self.func, self.lang, self.dtype = func, lang, dtype
+        self.replacements = replacements or {}  # a formula or np function name -> the formula printed instead
         # locals are named from the translated function and a count within this translation,
         # so the same formula always prints the same text (compilers' caches hash it)
         self.counter = counter if counter is not None else itertools.count()
@@ -129,6 +130,8 @@ class _Printer:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and isinstance(node.func.value, ast.Name) and node.func.value.id in ("np", "math"):
             name = node.func.attr
+            if name in self.replacements:
+                return self._inline(self.replacements[name], node)
             if name not in FUNCTIONS or node.keywords:
                 raise UnsupportedFormula(f"function {node.func.value.id}.{name} in {self.func.__qualname__}")
             arity, c_text, py_text = FUNCTIONS[name]
@@ -139,15 +142,19 @@ class _Printer:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             callee = self.globals.get(node.func.id)
             if callable(callee) and not node.keywords:  # another formula: printed inline
-                inner = _Printer(callee, {}, self.lang, self.dtype, self.counter, self.tag)
-                _, params, body = _tree(callee)
-                if len(params) != len(node.args):
-                    raise UnsupportedFormula(f"call of {node.func.id} with {len(node.args)} arguments")
-                inner.names = {p: self.expr(a) for p, a in zip(params, node.args)}
-                lines, result = inner.body(body, 1)
-                self.pending.extend(lines)
-                return result[0]
+                return self._inline(self.replacements.get(callee, callee), node)
         raise UnsupportedFormula(f"{ast.unparse(node)!r} in {self.func.__qualname__}")
+
+    def _inline(self, callee, node):
+        """The call `node` of the formula `callee`, printed inline (its statements pending)."""
+        inner = _Printer(callee, {}, self.lang, self.dtype, self.counter, self.tag, self.replacements)
+        _, params, body = _tree(callee)
+        if len(params) != len(node.args):
+            raise UnsupportedFormula(f"call of {callee.__name__} with {len(node.args)} arguments")
+        inner.names = {p: self.expr(a) for p, a in zip(params, node.args)}
+        lines, result = inner.body(body, 1)
+        self.pending.extend(lines)
+        return result[0]
 
     def body(self, statements, n_results):
         """(lines for the local assignments, printed results of the return)."""
@@ -173,12 +180,12 @@ class _Printer:
         raise UnsupportedFormula(f"{self.func.__qualname__} has no final return")
 
 
-def _translate(func, bindings, outputs, lang, dtype):
+def _translate(func, bindings, outputs, lang, dtype, replacements=None):
     func, params, statements = _tree(func)
     missing = [p for p in params if p not in bindings]
     if missing:
         raise UnsupportedFormula(f"{func.__qualname__}: no value for {missing}")
-    printer = _Printer(func, {p: bindings[p] for p in params}, lang, dtype)
+    printer = _Printer(func, {p: bindings[p] for p in params}, lang, dtype, replacements=replacements)
     lines, results = printer.body(statements, len(outputs))
     if lang == "c":
         return "\n".join(lines + [f"{out} = {value};" for out, value in zip(outputs, results)])
@@ -191,11 +198,12 @@ def to_c(func, bindings: dict, outputs, dtype="T") -> str:
     return _translate(func, bindings, list(outputs), "c", dtype)
 
 
-def to_python(func, bindings: dict, outputs, dtype="") -> str:
+def to_python(func, bindings: dict, outputs, dtype="", replacements=None) -> str:
     """Scalar Python statements (math functions) doing the same. With `dtype` (a name such as
     "float32" that the generated module defines) constants are cast to it, so float32 code
-    stays float32."""
-    return _translate(func, bindings, list(outputs), "python", dtype)
+    stays float32. `replacements`: {formula or NumPy function name: formula} printed in place
+    of each call of the former (the float32 approximations of tanh and sigmoid)."""
+    return _translate(func, bindings, list(outputs), "python", dtype, replacements)
 
 
 def c_number(value, dtype="T") -> str:

@@ -54,3 +54,26 @@ def every_optimizer():
         if changed:
             found.append(cls(lr=0.01, **changed))
     return found
+
+
+# The quick tier compiles, for each backend other than NumPy, one activation of each kind of
+# derivative (reads the output, the input, both) and the first optimizers; every registry entry
+# runs there on NumPy, on Numba's per-layer path and in the CUDA host kernels, and on every
+# backend and path in the long tier (`-m long`). A compiled plan costs seconds, cold.
+QUICK_ACTIVATIONS = {"tanh", "relu", "gelu", "silu"}
+QUICK_OPTIMIZERS = {"sgd", "adam"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backend = params.get("backend_name", "cupy" if "cupy_on_cpu" in item.nodeid else "numpy")
+        if backend == "numpy":
+            continue
+        optimizer = params.get("optimizer")
+        if callable(optimizer) and not hasattr(optimizer, "name"):
+            optimizer = optimizer()  # a factory: the optimizer it makes
+        if params.get("hidden", "tanh") not in QUICK_ACTIVATIONS or \
+                (optimizer is not None and optimizer.name not in QUICK_OPTIMIZERS):
+            item.add_marker(pytest.mark.long)

@@ -60,8 +60,11 @@ def every_optimizer():
 # derivative (reads the output, the input, both) and the first optimizers; every registry entry
 # runs there on NumPy, on Numba's per-layer path and in the CUDA host kernels, and on every
 # backend and path in the long tier (`-m long`). A compiled plan costs seconds, cold.
-QUICK_ACTIVATIONS = {"tanh", "relu", "gelu", "silu"}
+QUICK_ACTIVATIONS = {"tanh", "gelu", "silu"}
 QUICK_OPTIMIZERS = {"sgd", "adam"}
+# ... and a step against finite differences for the kind that reads both (Numba's per-layer path
+# runs every activation against them in the quick tier: tests/test_numba.py)
+QUICK_BY_TEST = {"test_a_training_step_follows_finite_differences": {"silu"}}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -74,6 +77,7 @@ def pytest_collection_modifyitems(config, items):
         optimizer = params.get("optimizer")
         if callable(optimizer) and not hasattr(optimizer, "name"):
             optimizer = optimizer()  # a factory: the optimizer it makes
-        if params.get("hidden", "tanh") not in QUICK_ACTIVATIONS or \
+        quick = QUICK_BY_TEST.get(item.originalname, QUICK_ACTIVATIONS)
+        if params.get("hidden", "tanh") not in quick or \
                 (optimizer is not None and optimizer.name not in QUICK_OPTIMIZERS):
             item.add_marker(pytest.mark.long)

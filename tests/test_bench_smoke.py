@@ -127,15 +127,12 @@ def test_a_bad_file_to_compare_with_is_refused_before_measuring(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_activation_option_measures_the_networks_with_it_and_leaves_out_references_without_it(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--backends", "numpy", "--net", "tiny",
-                             "--batch-sizes", "4", "--modes", "train", "--references", "numpy-naive",
-                             "--activation", "swish", "--repeats", "1", "--min-time", "0.001", "--out", str(tmp_path),
-                             "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "left out for silu: numpy-naive" in result.stderr
-    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
-    assert {(r["implementation"], r["network"]) for r in rows} == {("numpy", "tiny-silu")}
+def test_activation_option_renames_the_networks_and_leaves_out_references_without_it(capsys):
+    from mlp.bench.__main__ import _with_activation
+
+    networks, kept = _with_activation([NETWORKS["tiny"]], ["numpy-naive", "torch-eager"], "swish")
+    assert [(n.name, n.activation) for n in networks] == [("tiny-silu", "silu")] and kept == ["torch-eager"]
+    assert "left out for silu: numpy-naive" in capsys.readouterr().err
 
 
 def test_a_reference_measures_the_network_with_the_activation_asked_for(tmp_path):

@@ -58,13 +58,13 @@ def every_optimizer():
 
 # The quick tier compiles, for each backend other than NumPy, one activation of each kind of
 # derivative (reads the output, the input, both) and the first optimizers; every registry entry
-# runs there on NumPy, on Numba's per-layer path and in the CUDA host kernels, and on every
-# backend and path in the long tier (`-m long`). A compiled plan costs seconds, cold.
+# runs there on NumPy (against finite differences and torch), on Numba's per-layer path (against
+# NumPy) and its flat optimizer update, and in the CUDA host kernels; on every backend and path in
+# the long tier (`-m long`). A compiled plan costs seconds, cold.
 QUICK_ACTIVATIONS = {"tanh", "gelu", "silu"}
 QUICK_OPTIMIZERS = {"sgd", "adam"}
-# ... and a step against finite differences for the kind that reads both (Numba's per-layer path
-# runs every activation against them in the quick tier: tests/test_numba.py)
-QUICK_BY_TEST = {"test_a_training_step_follows_finite_differences": {"silu"}}
+QUICK_BY_TEST = {"test_a_training_step_follows_finite_differences": {"silu"},  # the kind that reads both
+                 "test_every_activation": None}  # None: every entry
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -72,12 +72,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         backend = params.get("backend_name", "cupy" if "cupy_on_cpu" in item.nodeid else "numpy")
+        if params.get("numba_path") == "blas":
+            backend = "numba"
         if backend == "numpy":
             continue
         optimizer = params.get("optimizer")
         if callable(optimizer) and not hasattr(optimizer, "name"):
             optimizer = optimizer()  # a factory: the optimizer it makes
         quick = QUICK_BY_TEST.get(item.originalname, QUICK_ACTIVATIONS)
-        if params.get("hidden", "tanh") not in quick or \
+        if (quick is not None and params.get("hidden", "tanh") not in quick) or \
                 (optimizer is not None and optimizer.name not in QUICK_OPTIMIZERS):
             item.add_marker(pytest.mark.long)

@@ -41,11 +41,9 @@ def test_mlp_dump_kernels_writes_each_source_as_compiled_with_its_plan(tmp_path,
     monkeypatch.setattr(model.backend, "crossover_override", 0)  # the per-layer path: quicker to compile
     model.compile(loss="cross_entropy", optimizer="adamw")
     model.fit(np.ones((8, 3)), [0, 1] * 4, epochs=1, batch_size=8, verbose=0)
-    dumped = {}
-    for name in os.listdir(tmp_path):
-        body, plan = _body(tmp_path / name)
-        dumped[body] = plan
+    dumped = {open(tmp_path / name).read(): _body(tmp_path / name)[1] for name in os.listdir(tmp_path)}
     assert loaded and set(loaded) <= set(dumped)  # every module this process loaded, byte for byte
+    assert all(text.startswith("# mlp generated") for text in loaded)  # and the cache's file says what it is
     plans = " ".join(dumped.values())
     assert "Activation(gelu)" in plans and "UpdatePlan(name='adamw'" in plans
 

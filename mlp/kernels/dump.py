@@ -1,8 +1,8 @@
 """MLP_DUMP_KERNELS=DIR: every generated kernel source, Numba's (.py) and CUDA's (.cu), written
 to DIR as it is loaded, under a header naming what it was generated for (its kind and plan),
-as tinygrad's DEBUG=4 prints its kernels and CuPy keeps its CUDA sources. The file holds the
-source exactly as compiled below the header; its name carries the source's hash, as the
-kernel cache's does. `mlp kernels` writes a model's sources without training it.
+as tinygrad's DEBUG=4 prints its kernels and CuPy keeps its CUDA sources. A Numba module is
+compiled with its header (a comment), so the dumped file and the one in the kernel cache are
+the same text, named by its hash. `mlp kernels` writes a model's sources without training it.
 """
 from __future__ import annotations
 
@@ -18,18 +18,18 @@ def header(kind, plan, suffix) -> str:
     return "".join(f"{mark} {line}\n" for line in lines) + "\n"
 
 
-def write(source, kind, plan=None, suffix=".py", folder=None):
-    """Write `source` with its header into `folder` (default: MLP_DUMP_KERNELS; nothing when
-    neither is set). Returns the path written, or None."""
+def write(source, kind, plan=None, suffix=".py", folder=None, headed=False):
+    """Write `source` with its header (`headed`: it has one already) into `folder` (default:
+    MLP_DUMP_KERNELS; nothing when neither is set). Returns the path written, or None."""
     folder = folder or config.dump_kernels()
     if folder is None:
         return None
     from mlp.io import atomic_write
 
     os.makedirs(folder, exist_ok=True)
-    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    text = (source if headed else header(kind, plan, suffix) + source).encode()
+    digest = hashlib.sha1(text).hexdigest()[:16]
     path = os.path.join(folder, f"{kind}_{digest}{suffix}")
-    text = (header(kind, plan, suffix) + source).encode()
     atomic_write(path, lambda f: f.write(text))
     return path
 

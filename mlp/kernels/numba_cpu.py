@@ -76,17 +76,19 @@ def module_folder() -> str:
 
 def load(source: str, kind="module", plan=None):
     """Import generated source as a module from a file named by its hash, so Numba's
-    cache=True finds the compiled code again in later processes. `kind` and `plan` say what it
-    was generated for (written beside it by MLP_DUMP_KERNELS: mlp.kernels.dump)."""
-    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    cache=True finds the compiled code again in later processes. The file opens with a header
+    saying what it was generated for (`kind`, `plan`: mlp.kernels.dump), and MLP_DUMP_KERNELS
+    gets the same text."""
+    text = dump.header(kind, plan, ".py") + source
+    digest = hashlib.sha1(text.encode()).hexdigest()[:16]
     module = _modules.get(digest)
     if module is not None:
         return module
     with _loading:  # threads of one process: one imports (and compiles) each module
         module = _modules.get(digest)
         if module is None:
-            dump.write(source, kind, plan, ".py")
-            module = _import(source, digest)
+            dump.write(text, kind, suffix=".py", headed=True)
+            module = _import(text, digest)
         return module
 
 

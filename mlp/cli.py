@@ -396,11 +396,20 @@ def cmd_predict(args):
 
 # --- info ------------------------------------------------------------------------------------
 def cuda_libraries() -> dict:
-    """Which CUDA libraries the dynamic loader can find (driver, runtime, cuBLAS, NVRTC)."""
+    """Where each CUDA library (driver, runtime, cuBLAS, NVRTC) is found: by the system's dynamic
+    loader, else in NVIDIA's pip wheels (where CuPy and Numba-CUDA load them from), else None."""
     import ctypes.util
+    import glob
+    import importlib.util
 
-    return {name: ctypes.util.find_library(lib) for name, lib in
-            (("driver", "cuda"), ("runtime", "cudart"), ("cuBLAS", "cublas"), ("NVRTC", "nvrtc"))}
+    spec = importlib.util.find_spec("nvidia")
+    wheel_dirs = [os.path.join(root, "*", "lib") for root in (spec.submodule_search_locations or [])] if spec else []
+    found = {}
+    for name, lib in (("driver", "cuda"), ("runtime", "cudart"), ("cuBLAS", "cublas"), ("NVRTC", "nvrtc")):
+        system = ctypes.util.find_library(lib)
+        wheel = sorted(f for d in wheel_dirs for f in glob.glob(os.path.join(d, f"lib{lib}.so*")))
+        found[name] = system or (f"{os.path.basename(wheel[0])} (pip wheel)" if wheel else None)
+    return found
 
 
 def _default_backend_line():

@@ -356,3 +356,33 @@ def test_ctrl_c_during_train_scores_and_saves_the_model_and_says_so(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     assert "Interrupted (Ctrl-C) in epoch" in stderr and "Traceback" not in stderr
     assert stdout.startswith("test loss") and mlp.load(out).n_in == 2
+
+
+def test_info_cuda_lines_agree_on_nvrtc(capsys):
+    """The library line finds NVRTC where the compiler line can use it (the pip wheels)."""
+    from mlp.kernels import cuda_toolchain
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    try:
+        cuda_toolchain._bindings("nvrtc")
+        usable = True
+    except cuda_toolchain.ToolchainUnavailable:
+        usable = False
+    if usable:
+        assert "nvrtc yes" in out and "NVRTC not found" not in out, out
+
+
+def test_missing_cupy_names_the_readme_extra(monkeypatch):
+    """The README installs the GPU backend with the `cuda` extra; the error says the same."""
+    import importlib
+    from pathlib import Path
+
+    from mlp.errors import BackendUnavailableError
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "mlp.backends.cupy", raising=False)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'mlp\[cuda\]'"):
+        importlib.import_module("mlp.backends.cupy")
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    assert 'pip install -e ".[cuda]"' in readme

@@ -35,7 +35,7 @@ from mlp.errors import BackendUnavailableError, ConfigurationError, DeviceMemory
 if config.flag("MLP_TF32", False):
     os.environ.setdefault("CUPY_TF32", "1")  # CuPy reads it once, at import
 
-cupy = require("cupy", "cupy", "cupy")
+cupy = require("cupy", "cupy", "cuda")
 
 from mlp.kernels import cuda_source, dump  # noqa: E402 (after CUPY_TF32 is set)
 

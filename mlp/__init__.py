@@ -1,6 +1,6 @@
 """mlp: multilayer perceptrons with hand-derived backpropagation on swappable array
 backends (NumPy reference, Numba, CuPy), chosen by MLP_BACKEND or `backend=`."""
-from mlp import activations, backends, checkpoint, data, datasets, losses, metrics, preprocessing, schedules
+from mlp import activations, backends, callbacks, checkpoint, data, datasets, losses, metrics, preprocessing, schedules
 from mlp.backends import available as available_backends, get_backend
 from mlp.data import MinMaxScaler, StandardScaler, one_hot, train_test_split, train_val_test_split
 from mlp.diagnostics import diagnose
@@ -10,7 +10,9 @@ from mlp.gradcheck import gradcheck
 from mlp.io import load
 from mlp.layers import Dense, Dropout
 from mlp.linear import Perceptron, least_squares
-from mlp.model import MLP, EarlyStopping, History, Sequential
+from mlp.callbacks import Callback, EarlyStopping
+from mlp.model import MLP, Sequential
+from mlp.training import History
 from mlp.optimizers import OPTIMIZERS as _OPTIMIZERS
 from mlp.preprocessing import Preprocessing
 from mlp.schedules import CosineLR, ExponentialLR, ReduceLROnPlateau, StepLR
@@ -31,12 +33,13 @@ def __getattr__(name):
 
 __all__ = [
     "MLP", "Sequential", "Dense", "Dropout", *(_cls.__name__ for _cls in _OPTIMIZERS.values()), "EarlyStopping",
-    "History",
+    "Callback", "History",
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",
     "StandardScaler", "MinMaxScaler", "train_test_split", "train_val_test_split",
     "Preprocessing", "MLPError", "BackendUnavailableError", "ConfigurationError", "DataFileError", "DeviceMemoryError",
     "ModelFileError", "TrainingDivergedError",
-    "activations", "backends", "checkpoint", "data", "datasets", "losses", "metrics", "preprocessing", "schedules",
+    "activations", "backends", "callbacks", "checkpoint", "data", "datasets", "losses", "metrics", "preprocessing",
+    "schedules",
     "MLPClassifier", "MLPRegressor",
 ]

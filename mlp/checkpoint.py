@@ -265,7 +265,10 @@ def _check_settings(fields, obj, path, what):
     """The saved settings pass the checks of the class's own constructor (factor in (0, 1),
     patience >= 1, ...): the fields named like its parameters are given to a new instance."""
     cls = type(obj)
-    names = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    parameters = [p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"]
+    if any(p.default is p.empty and p.name not in fields for p in parameters):
+        return  # set by what the file cannot hold (a function schedule's function): nothing to check
+    names = [p.name for p in parameters]
     try:
         cls(**{name: fields[name] for name in names if name in fields})
     except (TypeError, ValueError) as error:

@@ -48,10 +48,12 @@ def layer_statistics(model, outputs, params_before=None):
     return stats
 
 
-def recorded_step(model, X, Y):
-    """One training step that also returns the layer statistics of that step."""
+def recorded_step(model, X, Y, weights=None):
+    """One training step that also returns the layer statistics of that step (`weights`: row
+    weights (batch, 1) or None)."""
     before = model.params.copy()
-    value, outputs = model._compute_gradients(X, Y, model.loss, model.l1, model.l2, training=True)
+    value, outputs = model._compute_gradients(X, Y, model.loss, model.l1, model.l2, training=True,
+                                              weights=weights)
     grad_stats = layer_statistics(model, outputs)  # gradients before clipping
     model._apply_gradients()
     stats = layer_statistics(model, outputs, before)

@@ -379,15 +379,16 @@ class DataParallel:
         lo, hi = shard_bounds(len(rows), self.size, self.rank)
         return rows[lo:hi], len(rows)
 
-    def train_batch(self, X, Y, global_rows):
-        """One step on this rank's shard; every rank ends with the same weights. Returns
-        (this shard's loss times its share, [this shard's output])."""
+    def train_batch(self, X, Y, global_rows, weights=None):
+        """One step on this rank's shard (`weights`: its row weights, normalised over the whole
+        training set, or None); every rank ends with the same weights. Returns (this shard's loss
+        times its share, [this shard's output])."""
         model, loss = self.model, self.model.loss
         backend = model.backend
         rows, per_row = X.shape[0], tuple(Y.shape[1:])
         shard_norm, global_norm = loss.normaliser((rows,) + per_row), loss.normaliser((global_rows,) + per_row)
         if rows:
-            value, outputs = model._compute_gradients(X, Y, loss, 0.0, 0.0, training=True)
+            value, outputs = model._compute_gradients(X, Y, loss, 0.0, 0.0, training=True, weights=weights)
             model.grads *= model.dtype.type(shard_norm / global_norm)
         else:  # fewer rows than ranks in a last batch: this rank adds nothing
             model.grads[...] = 0

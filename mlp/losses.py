@@ -11,6 +11,11 @@ With its matching output activation (sigmoid + binary_cross_entropy, softmax + c
 the chain rule collapses to the output delta dZ = (A - Y) / normaliser: no log(0), no division
 by A(1-A). The value is then computed from the logits Z, exact where A has rounded to 0 or 1.
 The terms are element-wise and branch-free, so compiled backends take them as they are.
+
+Sample weights: with row weights r (batch, 1) the loss is `sum(r * term(A, Y)) / normaliser`
+and every gradient and output delta is the unweighted one times r, row by row. `fit` hands
+the weights normalised to mean 1 over the training set (mlp.sample_weights), so the loss
+stays on the scale of the unweighted one and a full batch gives the weighted average.
 """
 from __future__ import annotations
 
@@ -32,17 +37,26 @@ class Loss:
     term_gradient: Callable  # (a, y) -> d term / d a
     normaliser: Callable  # shape of A -> the number the summed terms are divided by
     fused_with: Optional[str] = None  # output activation giving dZ = (A - Y) / normaliser
-    value_from_logits: Optional[Callable] = None  # (Z, Y) -> scalar, when fused
+    logit_term: Optional[Callable] = None  # (Z, Y) -> per-element loss from the logits, when fused
 
-    def value(self, A, Y):
-        return self.term(A, Y).sum() / self.normaliser(A.shape)
+    def value(self, A, Y, weights=None):
+        return _weighted(self.term(A, Y), weights).sum() / self.normaliser(A.shape)
 
-    def gradient(self, A, Y):
-        return self.term_gradient(A, Y) * (1.0 / self.normaliser(A.shape))
+    def value_from_logits(self, Z, Y, weights=None):
+        """The fused pair's value from the logits Z (exact where A has rounded to 0 or 1)."""
+        return _weighted(self.logit_term(Z, Y), weights).sum() / self.normaliser(Z.shape)
 
-    def output_delta(self, A, Y):
+    def gradient(self, A, Y, weights=None):
+        return _weighted(self.term_gradient(A, Y), weights) * (1.0 / self.normaliser(A.shape))
+
+    def output_delta(self, A, Y, weights=None):
         """dL/dZ for the fused pair: (A - Y) / normaliser."""
-        return (A - Y) * (1.0 / self.normaliser(A.shape))
+        return _weighted(A - Y, weights) * (1.0 / self.normaliser(A.shape))
+
+
+def _weighted(terms, weights):
+    """terms (batch, n_out) times the row weights (batch, 1), or as they are without weights."""
+    return terms if weights is None else terms * weights
 
 
 def all_elements(shape):
@@ -104,12 +118,8 @@ def cross_entropy_gradient(a, y):
     return -y / np.maximum(a, TINY)
 
 
-def binary_cross_entropy_from_logits(Z, Y):
-    return binary_cross_entropy_logit_term(Z, Y).sum() / Z.size
-
-
-def cross_entropy_from_logits(Z, Y):
-    return -(Y * log_softmax(Z)).sum() / Z.shape[0]
+def cross_entropy_logit_term(Z, Y):
+    return -(Y * log_softmax(Z))
 
 
 LOSSES = {
@@ -118,11 +128,11 @@ LOSSES = {
     "mae": Loss("mae", absolute_error, absolute_error_gradient, all_elements),
     "binary_cross_entropy": Loss(
         "binary_cross_entropy", binary_cross_entropy_term, binary_cross_entropy_gradient,
-        all_elements, fused_with="sigmoid", value_from_logits=binary_cross_entropy_from_logits,
+        all_elements, fused_with="sigmoid", logit_term=binary_cross_entropy_logit_term,
     ),
     "cross_entropy": Loss(
         "cross_entropy", cross_entropy_term, cross_entropy_gradient,
-        batch_rows, fused_with="softmax", value_from_logits=cross_entropy_from_logits,
+        batch_rows, fused_with="softmax", logit_term=cross_entropy_logit_term,
     ),
 }
 

@@ -13,116 +13,21 @@ soon as its gradient is known, in one GEMM that adds into W (`_folded_sgd_rate`)
 """
 from __future__ import annotations
 
-import math
 import numbers
 import time
 from collections.abc import Iterable
 
 import numpy as np
 
-from mlp import config, initializers, interrupt, losses, metrics as metrics_mod, optimizers, progress
-from mlp import distributed as distributed_mod
+from mlp import config, initializers, losses, metrics as metrics_mod, optimizers
 from mlp import preprocessing as preprocessing_mod
-from mlp import regularization, schedules, validation
+from mlp import regularization, validation
 from mlp.backends import get_backend
-from mlp.errors import DeviceMemoryError, TrainingDivergedError
 from mlp.layers import Dense, Dropout, Layer, from_config
 
 PREDICT_BATCH = 8192
 WARMUP_BYTES = 2**30
 DTYPES = ("float32", "float64")
-
-
-class History:
-    """What `fit` returns: per-epoch logs in `history` (loss, val_loss, metrics, lr)."""
-
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
-        self.best_epoch = None
-        self.stopped_epoch = None
-        self.interrupted = False  # Ctrl-C stopped fit: the epochs listed are those that finished
-
-    def append(self, epoch, logs):
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-
-    def __getitem__(self, key):
-        """The per-epoch values of a logged name; an unknown name is a KeyError that lists the
-        logged ones (a typo must not read as an empty list, or add the key)."""
-        if key not in self.history:
-            raise KeyError(f"{key!r} was not logged by this fit; it logged {', '.join(map(repr, self.history))}")
-        return self.history[key]
-
-    def __contains__(self, key):
-        return key in self.history
-
-    def __repr__(self):
-        last = {k: v[-1] for k, v in self.history.items() if v and isinstance(v[-1], float)}
-        return f"History(epochs={len(self.epoch)}, last={last})"
-
-
-class EarlyStopping:
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs, and
-    restore the weights of the best epoch. Losses are minimised, accuracies maximised."""
-
-    def __init__(self, patience=5, min_delta=0.0, monitor="val_loss", restore_best_weights=True):
-        self.patience = validation.positive_int(patience, "patience")
-        self.min_delta = validation.number(min_delta, "min_delta", low=0.0)
-        if not isinstance(monitor, str):
-            raise ValueError(f"monitor must be the name of a logged value, e.g. 'val_loss'; got {monitor!r}")
-        self.monitor = monitor
-        self.restore_best_weights = restore_best_weights
-        self.sign = -1.0 if "accuracy" in monitor else 1.0
-        self.start()
-
-    def start(self):
-        """Forget any earlier run: fit calls this unless it resumes a checkpoint."""
-        self.best = math.inf
-        self.wait = 0
-        self.best_epoch = self.stopped_epoch = self.best_params = None
-
-    @classmethod
-    def from_arg(cls, value):
-        if value is None or value is False:
-            return None
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return cls(patience=value)
-        raise ValueError(f"early_stopping must be a patience (int) or mlp.EarlyStopping(...); got {value!r}")
-
-    def check_monitor(self, logged):
-        """Refuse, before training, a monitored value that fit will not log (`logged`: names)."""
-        if self.monitor in logged:
-            return
-        if self.monitor.startswith("val_") and self.monitor[4:] in logged:
-            raise ValueError(f"early stopping monitors {self.monitor!r}: give validation_data "
-                             "or validation_split, or EarlyStopping(monitor='loss')")
-        raise ValueError(f"early stopping monitors {self.monitor!r}, which fit does not "
-                         f"report; available: {', '.join(logged)}")
-
-    def update(self, epoch, logs, model) -> bool:
-        """Record an epoch; True when training should stop."""
-        if self.monitor not in logs:
-            raise ValueError(f"early stopping monitors {self.monitor!r}, which fit does not "
-                             f"report; available: {', '.join(logs)}")
-        value = self.sign * logs[self.monitor]
-        if value < self.best - self.min_delta:
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                self.best_params = model.params.copy()
-            return False
-        self.wait += 1
-        if self.wait >= self.patience:
-            self.stopped_epoch = epoch
-            return True
-        return False
-
-    def restore(self, model):
-        if self.restore_best_weights and self.best_params is not None:
-            model.params[...] = self.best_params
 
 
 class Sequential:
@@ -356,17 +261,17 @@ class Sequential:
                 layer.dW += regularization.penalty_gradient(layer.W, l1, l2)
         return penalty
 
-    def _compute_gradients(self, X, Y, loss, l1, l2, training, lr=None):
+    def _compute_gradients(self, X, Y, loss, l1, l2, training, lr=None, weights=None):
         """Forward, loss and backward on one batch; fills `grads` (or, with `lr`, takes the
-        plain SGD step layer by layer). Returns (loss value as a backend scalar, outputs of
-        every layer)."""
+        plain SGD step layer by layer). `weights`: row weights (batch, 1), or None. Returns
+        (loss value as a backend scalar, outputs of every layer)."""
         fused = loss.fused_with is not None
         outputs, logits = self._forward(X, training, keep_logits=fused, activate_last=not fused, keep=True)
         if fused:
-            value, A, delta = self.backend.output_and_loss(logits, Y, loss, self.layers[-1].activation)
+            value, A, delta = self.backend.output_and_loss(logits, Y, loss, self.layers[-1].activation, weights)
             outputs.append(A)
         else:
-            value, delta = self.backend.loss_and_gradient(outputs[-1], Y, loss)
+            value, delta = self.backend.loss_and_gradient(outputs[-1], Y, loss, weights)
         self._backward(outputs, delta, fused, lr)
         if l1 or l2:
             value = value + self._penalty(l1, l2, add_gradients=True)
@@ -390,22 +295,25 @@ class Sequential:
             folds = self._kernel_cache["folds_sgd"] = self.backend.folds_sgd(self)
         return optimizer.lr if folds else None
 
-    def _layerwise_step(self, X, Y):
+    def _layerwise_step(self, X, Y, weights=None):
         """One training step layer by layer: gradients into `grads`, then the optimizer (or
         with plain SGD where the backend folds it, each layer's step in the backward pass,
         `grads` then not necessarily written, as with a backend's compiled whole step)."""
         lr = self._folded_sgd_rate()
-        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True, lr=lr)
+        value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True, lr=lr,
+                                                 weights=weights)
         if lr is None:
             self._apply_gradients()
         return value, outputs
 
-    def _train_batch(self, X, Y, plan_batch=None):
-        """One step on a device batch; `plan_batch`: see Backend.fused_train_step."""
-        fused = self.backend.fused_train_step(self, X.shape[0], plan_batch)
+    def _train_batch(self, X, Y, plan_batch=None, weights=None):
+        """One step on a device batch; `plan_batch`: see Backend.fused_train_step; `weights`:
+        row weights (batch, 1) or None."""
+        row_weights = () if weights is None else (weights,)
+        fused = self.backend.fused_train_step(self, X.shape[0], plan_batch, weighted=weights is not None)
         if fused is not None:  # a whole compiled step; it may update without writing `grads`
-            return fused(X, Y)
-        return self._layerwise_step(X, Y)
+            return fused(X, Y, *row_weights)
+        return self._layerwise_step(X, Y, *row_weights)
 
     # --- public steps ---------------------------------------------------------------
     def _inputs(self, X):
@@ -470,14 +378,21 @@ class Sequential:
         P = self.predict(X, batch_size)
         return P if output == "softmax" else np.hstack([1 - P, P])
 
-    def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False):
+    def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False, sample_weight=None,
+                           class_weight=None):
         """(loss: float, [(dW, db), ...] as NumPy arrays), by the hand-derived backward pass.
-        `loss`, `l1`, `l2` default to the compiled ones; `training=True` applies dropout."""
+        `loss`, `l1`, `l2` default to the compiled ones; `training=True` applies dropout;
+        `sample_weight`, `class_weight` as in fit (normalised to mean 1 over these rows)."""
+        from mlp import weights as weights_mod
+
         loss = self._checked_loss(loss if loss is not None else (self.loss or "mse"))
         l1 = self.l1 if l1 is None else l1
         l2 = self.l2 if l2 is None else l2
         X, Y = self._device_data(X, y, loss.name)
-        value, _ = self._compute_gradients(X, Y, loss, l1, l2, training)
+        R = weights_mod.row_weights(sample_weight, class_weight, self.backend.to_numpy(Y), loss.name,
+                                    self.preprocessing)
+        R = None if R is None else self.backend.asarray(R, self.dtype)
+        value, _ = self._compute_gradients(X, Y, loss, l1, l2, training, weights=R)
         to_numpy = self.backend.to_numpy
         grads = [(to_numpy(layer.dW).copy(), to_numpy(layer.db).copy()) for layer in self.dense_layers]
         return float(value), grads
@@ -548,160 +463,34 @@ class Sequential:
     # --- training loop --------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=0.0, early_stopping=None, lr_schedule=None, verbose=1,
-            diagnostics=False, checkpoint=None, checkpoint_every=1, resume=None, distributed=None):
+            diagnostics=False, checkpoint=None, checkpoint_every=1, resume=None, distributed=None,
+            callbacks=None, sample_weight=None, class_weight=None):
         """Train for `epochs` passes over (X, y). batch_size=None is full-batch gradient
         descent, 1 online (per-sample), anything else mini-batch. `validation_split` holds
         out a seeded random share of the data. `early_stopping` (patience or EarlyStopping)
-        restores the best weights. `diagnostics=True` records per-layer statistics of the
-        last step of each epoch in history['diagnostics'] (off: no cost).
+        restores the best weights. `lr_schedule`: a Schedule (mlp.schedules) or a function
+        (epoch, current_lr) -> lr, as Keras' LearningRateScheduler. `diagnostics=True` records
+        per-layer statistics of the last step of each epoch in history['diagnostics'] (off: no
+        cost). `callbacks`: mlp.Callback objects whose hooks run around epochs and batches
+        (mlp.callbacks); one may stop training (`model.stop_training = True`).
+        `sample_weight` (n,) and `class_weight` ("balanced" or {label: weight}) weigh each
+        sample's loss (mlp.weights; validation and metrics stay unweighted).
         `checkpoint=path` saves the model and the whole training state atomically every
         `checkpoint_every` epochs; `resume=path` continues from such a file, so that an
         interrupted and resumed run ends with the same weights as an uninterrupted one
         (`epochs` counts from the start of the original run).
         `distributed=True` (or MLP_DISTRIBUTED=1) trains data-parallel on the ranks of an
         `mpiexec -n N` job (see mlp.distributed); `batch_size` is then the global batch.
+        Ctrl-C stops after the step under way; the History then has `interrupted=True`.
         Returns a History."""
-        from mlp import checkpoint as checkpoint_mod
-        from mlp import diagnostics as diagnostics_mod
+        from mlp import training
 
-        self._require_compiled()
-        epochs = validation.positive_int(epochs, "epochs")
-        X = self._inputs(X)
-        Y = self._targets(y, self.loss.name, X.shape[0])
-        checkpoint_every = validation.positive_int(checkpoint_every, "checkpoint_every")
-        validation.batch_size(batch_size, X.shape[0])
-        validation_data = self._checked_validation(X, validation_data, validation_split)
-        stopper = EarlyStopping.from_arg(early_stopping)
-        if stopper is not None:
-            stopper.check_monitor(self._logged_names(bool(validation_data or validation_split)))
-        schedule = schedules.get(lr_schedule)
-        if checkpoint is not None:  # a missing folder fails now, not after the first epoch
-            checkpoint_mod.check_target(checkpoint)
-        parallel = None
-        if distributed_mod.requested(distributed):
-            if diagnostics:
-                raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
-            parallel = distributed_mod.DataParallel(self, distributed_mod.get_world(self.backend))
-            parallel.start(X, Y, dict(  # same data and settings everywhere; then rank 0's weights and shuffling
-                epochs=epochs, batch_size=batch_size, shuffle=shuffle, validation_split=validation_split,
-                validation_data=validation_data, early_stopping=early_stopping, lr_schedule=lr_schedule,
-                resume=resume is not None))  # (before the validation split, which draws from the shuffling state)
-            if parallel.rank != 0:
-                verbose, checkpoint = 0, None  # rank 0 alone prints and writes
-        saved = None
-        if resume is not None:  # checked against this model and fit before anything changes
-            saved = checkpoint_mod.load(resume, model=self, schedule=schedule, stopper=stopper)
-            checkpoint_mod.check_logged(saved, self._logged_names(bool(validation_data or validation_split)))
-        if saved is not None:  # replay the validation split exactly as the original run drew it
-            self._shuffle_rng.bit_generator.state = saved.state["fit_start_rng"]
-        elif stopper is not None:
-            stopper.start()  # an EarlyStopping given to an earlier fit starts afresh
-        fit_start_rng = self._shuffle_rng.bit_generator.state
-        X, Y, X_val, Y_val = self._split_validation(X, Y, validation_data, validation_split)
-        n = X.shape[0]
-        batch = validation.batch_size(batch_size, n)
-        backend, loss = self.backend, self.loss
-        X, Y = backend.resident(X), backend.resident(Y)  # the whole set moves to the device once
-        if X_val is not None:
-            X_val, Y_val = backend.asarray(X_val), backend.asarray(Y_val)
-        history = History()
-        base_lr = self.optimizer.lr
-        first_epoch = 0
-        if saved is not None:
-            first_epoch = checkpoint_mod.restore(saved, self, history, schedule, stopper)
-            if checkpoint_mod.finished(stopper):  # the saved run had stopped early: it is complete
-                first_epoch = epochs
-        steps = math.ceil(n / batch)
-        last_finite = _Snapshot(self, first_epoch)
-        bar = progress.Progress(verbose, epochs, steps, n)
-        ctrl_c = interrupt.StopRequest(active=parallel is None).start()
-        try:
-            for epoch in range(first_epoch, epochs):
-                if schedule is not None:
-                    self.optimizer.lr = schedules.rate(schedule, epoch, base_lr)
-                last_finite.take(epoch)
-                index = backend.asarray(self._shuffle_rng.permutation(n)) if shuffle else None
-                bar.start_epoch(epoch)
-                started = time.perf_counter()
-                total = 0.0
-                totals = dict.fromkeys(self.metrics)
-                record = None
-                for step in range(steps):
-                    start, stop = step * batch, min((step + 1) * batch, n)
-                    rows = slice(start, stop) if index is None else index[start:stop]
-                    if parallel is not None:
-                        rows, global_rows = parallel.shard(rows)
-                    Xb, Yb = backend.take_rows(X, rows), backend.take_rows(Y, rows)
-                    try:
-                        if parallel is not None:
-                            value, outputs = parallel.train_batch(Xb, Yb, global_rows)
-                        elif diagnostics and step == steps - 1:
-                            value, outputs, record = diagnostics_mod.recorded_step(self, Xb, Yb)
-                        else:
-                            value, outputs = self._train_batch(Xb, Yb, plan_batch=batch)
-                    except backend.memory_errors as error:
-                        raise DeviceMemoryError(
-                            f"Out of memory in a training step at batch size {stop - start} on the "
-                            f"{backend.name} backend ({error}). Lower batch_size, or make the model "
-                            "smaller.") from error
-                    if backend.on_host and not math.isfinite(value):
-                        self._diverged(value, epoch, step, last_finite, stopper)
-                    total = total + value * loss.normaliser(outputs[-1].shape)
-                    for name in self.metrics:
-                        totals[name] = metrics_mod.add(totals[name], metrics_mod.METRICS[name].totals(outputs[-1], Yb))
-                    bar.step()
-                    if ctrl_c.requested:
-                        break
-                if ctrl_c.requested:  # the partial epoch is not logged: its weights are kept
-                    history.interrupted = True
-                    bar.close()
-                    bar.say(f"Interrupted (Ctrl-C) in epoch {epoch + 1}, after step {step + 1} of {steps}: the "
-                            f"weights are those of that step; the history holds the {len(history.epoch)} "
-                            "epochs that finished")
-                    break
-                if parallel is not None:
-                    total, totals = parallel.reduce_epoch(total, totals)
-                logs = {"loss": float(total / loss.normaliser(Y.shape))}
-                if not math.isfinite(logs["loss"]):
-                    self._diverged(logs["loss"], epoch, None, last_finite, stopper)
-                logs.update({name: metrics_mod.METRICS[name].result(totals[name]) for name in self.metrics})
-                if X_val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, Y_val, PREDICT_BATCH).items()})
-                logs["lr"] = self.optimizer.lr
-                logs["seconds"] = time.perf_counter() - started
-                history.append(epoch, logs)
-                if record is not None:
-                    history.history.setdefault("diagnostics", []).append(record)
-                if schedule is not None:
-                    schedule.observe(logs.get("val_loss", logs["loss"]))
-                bar.end_epoch(logs)
-                stop = stopper is not None and stopper.update(epoch, logs, self)
-                if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or stop or epoch == epochs - 1):
-                    checkpoint_mod.save(checkpoint, self, next_epoch=epoch + 1, history=history,
-                                        fit_start_rng=fit_start_rng, schedule=schedule, stopper=stopper)
-                if stop:
-                    break
-        except Exception as error:
-            if parallel is not None and parallel.size > 1:  # stop every rank, not just this one
-                parallel.world.abort(f"training failed on this rank: {type(error).__name__}: {error}")
-            raise
-        finally:
-            ctrl_c.stop()
-            bar.close()
-            self.optimizer.lr = base_lr  # a schedule shapes this run only
-        if stopper:
-            stopper.restore(self)
-            history.best_epoch, history.stopped_epoch = stopper.best_epoch, stopper.stopped_epoch
-            if stopper.stopped_epoch is not None:
-                if stopper.best_epoch is None:  # the monitored value never improved on infinity
-                    kept = "no epoch improved on it; the last epoch's weights are kept"
-                elif stopper.restore_best_weights:
-                    kept = f"the weights of epoch {stopper.best_epoch + 1} are restored"
-                else:
-                    kept = "the last epoch's weights are kept (restore_best_weights=False)"
-                bar.say(f"Early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} has not improved "
-                        f"for {stopper.patience} epochs; {kept}")
-        return history
+        return training.fit(self, X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                            validation_data=validation_data, validation_split=validation_split,
+                            early_stopping=early_stopping, lr_schedule=lr_schedule, verbose=verbose,
+                            diagnostics=diagnostics, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                            resume=resume, distributed=distributed, callbacks=callbacks,
+                            sample_weight=sample_weight, class_weight=class_weight)
 
     def _logged_names(self, validating: bool) -> list:
         """The names fit logs each epoch, in their order."""
@@ -732,36 +521,21 @@ class Sequential:
                              "validation; both parts need at least one sample")
         return None
 
-    def _split_validation(self, X, Y, validation_data, validation_split):
-        """(X, Y, X_val, Y_val) from checked arguments; a split draws from the shuffling state."""
+    def _split_validation(self, X, Y, R, validation_data, validation_split):
+        """(X, Y, R, X_val, Y_val) from checked arguments (R: row weights or None, the training
+        part's renormalised to mean 1); a split draws from the shuffling state."""
         if validation_data is not None:
-            return (X, Y) + validation_data
+            return (X, Y, R) + validation_data
         if not validation_split:
-            return X, Y, None, None
+            return X, Y, R, None, None
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n)
         n_val = int(round(n * validation_split))
         val, train = order[:n_val], order[n_val:]
-        return X[train], Y[train], X[val], Y[val]
-
-    def _diverged(self, value, epoch, step, last_finite, stopper):
-        """Put back finite weights (early stopping's best, else the last epoch's end) and raise."""
-        where = f"epoch {epoch + 1}" + (f", batch {step + 1}" if step is not None else "")
-        restored = last_finite.restore()
-        if stopper is not None and stopper.best_params is not None:
-            self.params[...] = stopper.best_params
-            restored = stopper.best_epoch
-            kept = f"restored the best weights, from the end of epoch {restored + 1} (early stopping's)"
-        elif restored is None:
-            kept = "restored the weights from the start of this fit"
-        else:
-            kept = f"restored the weights from the end of epoch {restored + 1}, the last finite ones"
-        error = TrainingDivergedError(
-            f"the loss became {value} at {where}: training diverged; {kept}. Lower the learning rate "
-            f"(now {self.optimizer.lr}), standardise the inputs, or set clip_norm in compile()."
-        )
-        error.epoch, error.restored_epoch = epoch, restored
-        raise error
+        if R is not None:
+            R = R[train]
+            R = R * (len(R) / R.sum()) if R.any() else None
+        return X[train], Y[train], R, X[val], Y[val]
 
     # --- files ----------------------------------------------------------------------
     def save(self, path):
@@ -779,31 +553,6 @@ def _checked_dtype(dtype) -> np.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     return np.dtype(name)
-
-
-class _Snapshot:
-    """The weights and optimizer state at the start of an epoch: where a diverging fit returns
-    to, so that a model never keeps NaN weights (a copy of the buffers per epoch)."""
-
-    def __init__(self, model, first_epoch):
-        self.model, self.first_epoch, self.epoch = model, first_epoch, None
-
-    def take(self, epoch):
-        optimizer = self.model.optimizer
-        self.epoch, self.params = epoch, self.model.params.copy()
-        self.state = {name: value.copy() for name, value in optimizer.state_arrays().items()}
-        self.step = getattr(optimizer, "step", None)
-
-    def restore(self):
-        """Put the state back; returns the epoch whose end it is (None: the start of the fit)."""
-        optimizer = self.model.optimizer
-        self.model.params[...] = self.params
-        for name, value in optimizer.state_arrays().items():
-            value[...] = self.state[name]
-        if self.step is not None:
-            optimizer.step = self.step
-        self.model._kernel_cache.clear()  # compiled steps may cache derived state
-        return self.epoch - 1 if self.epoch > self.first_epoch else None
 
 
 def _check_unshared(layers):

@@ -2,6 +2,9 @@
 
 `schedule(epoch, base_lr)` gives the learning rate of an epoch (counting from 0);
 `observe(value)` hands it the epoch's monitored loss (only ReduceLROnPlateau uses it).
+A plain function given as `lr_schedule` is called as Keras' LearningRateScheduler calls it:
+`function(epoch, current_lr) -> new lr`, current_lr being the rate of the epoch before (the
+optimizer's lr for the first epoch; on resuming, the last logged one).
 """
 from __future__ import annotations
 
@@ -14,6 +17,10 @@ from mlp.validation import integer, number, positive_int
 class Schedule:
     def __call__(self, epoch: int, base_lr: float) -> float:
         raise NotImplementedError
+
+    def next_rate(self, epoch: int, base_lr: float, current_lr: float) -> float:
+        """The rate fit sets for `epoch`; a Schedule is a function of the base rate."""
+        return self(epoch, base_lr)
 
     def observe(self, value: float) -> None:
         """Called after each epoch with the monitored loss."""
@@ -83,27 +90,28 @@ SCHEDULES = {"step": StepLR, "exponential": ExponentialLR, "cosine": CosineLR,
 def get(spec):
     if spec is None or isinstance(spec, Schedule):
         return spec
-    if callable(spec):  # a plain function (epoch, base_lr) -> lr
+    if callable(spec):  # a plain function (epoch, current_lr) -> lr
         return _FunctionSchedule(spec)
     if isinstance(spec, str) and spec in SCHEDULES:
         raise ValueError(f"lr_schedule={spec!r} needs its parameters: use e.g. "
                          f"mlp.schedules.{SCHEDULES[spec].__name__}(...)")
     raise ValueError(f"lr_schedule must be a Schedule ({', '.join(c.__name__ for c in SCHEDULES.values())}) "
-                     f"or a function (epoch, base_lr) -> lr; got {spec!r}")
+                     f"or a function (epoch, current_lr) -> lr; got {spec!r}")
 
 
 class _FunctionSchedule(Schedule):
     def __init__(self, function):
         self.function = function
 
-    def __call__(self, epoch, base_lr):
-        return self.function(epoch, base_lr)
+    def next_rate(self, epoch, base_lr, current_lr):
+        return self.function(epoch, current_lr)
 
 
-def rate(schedule, epoch, base_lr) -> float:
-    """The learning rate `schedule` gives for `epoch`, checked: a finite number >= 0 (a
-    negative rate would climb the loss, NaN would silently ruin every weight)."""
-    lr = schedule(epoch, base_lr)
+def rate(schedule, epoch, base_lr, current_lr) -> float:
+    """The learning rate `schedule` gives for `epoch` (a Schedule from base_lr, a function from
+    current_lr), checked: a finite number >= 0 (a negative rate would climb the loss, NaN would
+    silently ruin every weight)."""
+    lr = schedule.next_rate(epoch, base_lr, current_lr)
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
         raise ValueError(f"lr_schedule gave {lr!r} for epoch {epoch + 1}; a learning rate must be a "
                          "finite number >= 0")

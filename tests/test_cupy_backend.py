@@ -51,7 +51,7 @@ def test_out_of_memory_in_a_step_names_the_batch_size():
     model = mlp.MLP((4, 8, 1), backend="numpy", seed=0)
     model.compile(loss="mse", optimizer="sgd")
 
-    def exhausted(X, Y, plan_batch=None):
+    def exhausted(X, Y, plan_batch=None, weights=None):
         raise MemoryError("cannot allocate 1.2 GiB")
 
     model._train_batch = exhausted

@@ -67,14 +67,15 @@ sklearn = pytest.importorskip("sklearn")
 def test_classifier_with_arbitrary_labels():
     X, y = mlp.datasets.moons(n=100, noise=0.1, seed=0)
     labels = np.where(y == 1, "yes", "no")
-    clf = mlp.MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, learning_rate=0.01, random_state=0)
+    clf = mlp.MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.01, batch_size=32,
+                            random_state=0)
     clf.fit(X, labels)
     assert list(clf.classes_) == ["no", "yes"]
     assert set(clf.predict(X)) <= {"no", "yes"}
     proba = clf.predict_proba(X)
     assert proba.shape == (200, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     assert clf.score(X, labels) > 0.9
-    assert clf.n_features_in_ == 2 and len(clf.loss_curve_) == 60
+    assert clf.n_features_in_ == 2 and len(clf.loss_curve_) == clf.n_iter_ <= 60
 
 
 def test_estimators_in_model_selection_tools():
@@ -87,10 +88,10 @@ def test_estimators_in_model_selection_tools():
     pipe = make_pipeline(StandardScaler(), mlp.MLPClassifier(max_iter=20, random_state=0))
     assert cross_val_score(pipe, X, y, cv=3).shape == (3,)
     search = GridSearchCV(mlp.MLPClassifier(max_iter=10, random_state=0),
-                          {"hidden_layer_sizes": [(4,), (8,)], "learning_rate": [0.01, 0.001]}, cv=2)
+                          {"hidden_layer_sizes": [(4,), (8,)], "learning_rate_init": [0.01, 0.001]}, cv=2)
     search.fit(X, y)
     assert search.best_params_["hidden_layer_sizes"] in [(4,), (8,)]
-    assert clone(mlp.MLPRegressor(l2=0.5)).get_params()["l2"] == 0.5
+    assert clone(mlp.MLPRegressor(alpha=0.5)).get_params()["alpha"] == 0.5
     assert mlp.MLPClassifier(backend="numpy").set_params(max_iter=3).max_iter == 3
 
 
@@ -98,7 +99,8 @@ def test_regressor_partial_fit_and_warm_start():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3))
     y = X @ np.array([1.0, -2.0, 0.5]) + 0.3
-    reg = mlp.MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate=0.01, random_state=0)
+    reg = mlp.MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.01, batch_size=32,
+                           random_state=0)
     reg.fit(X, y)
     assert reg.predict(X).shape == (200,) and reg.score(X, y) > 0.95
     before = reg.model_.params.copy()

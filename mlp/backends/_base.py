@@ -74,11 +74,12 @@ class Backend:
         return X[index]
 
     # --- whole-step takeovers (None: the model runs its layer-by-layer path) ------------
-    def fused_train_step(self, model, batch, plan_batch=None):
+    def fused_train_step(self, model, batch, plan_batch=None, weighted=False):
         """A function (X, Y) -> (loss, [A_L]) doing a whole training step for `model` at
         this batch size, when this backend has a faster one; None otherwise. `plan_batch`
         (fit's batch_size, at least `batch`) is the size the step's code is chosen for, so that
-        an epoch's last, shorter batch runs the code its full batches compiled."""
+        an epoch's last, shorter batch runs the code its full batches compiled. `weighted`: the
+        function takes (X, Y, R), R the row weights (batch, 1)."""
         return None
 
     def fused_forward(self, model, batch):
@@ -159,15 +160,16 @@ class Backend:
             self.xp.matmul(dZ.T, X, out=dW)
 
     # --- the loss ------------------------------------------------------------------
-    def output_and_loss(self, Z, Y, loss, activation):
+    def output_and_loss(self, Z, Y, loss, activation, weights=None):
         """For an output activation fused with its loss (softmax + cross-entropy, sigmoid +
-        binary cross-entropy): (loss value from the logits Z, A = f(Z), dL/dZ = (A - Y) / n)."""
+        binary cross-entropy): (loss value from the logits Z, A = f(Z), dL/dZ = (A - Y) / n).
+        `weights`: row weights (batch, 1) or None (see mlp.losses)."""
         A = self.activate(Z, activation)
-        return loss.value_from_logits(Z, Y), A, loss.output_delta(A, Y)
+        return loss.value_from_logits(Z, Y, weights), A, loss.output_delta(A, Y, weights)
 
-    def loss_and_gradient(self, A, Y, loss):
+    def loss_and_gradient(self, A, Y, loss, weights=None):
         """(loss value, dL/dA) for any other loss."""
-        return loss.value(A, Y), loss.gradient(A, Y)
+        return loss.value(A, Y, weights), loss.gradient(A, Y, weights)
 
     # --- updates over the flat parameter buffer -----------------------------------
     def square_norm(self, v):

@@ -204,7 +204,9 @@ class Backend(_Base):
         return dZ
 
     # --- the loss ------------------------------------------------------------------
-    def output_and_loss(self, Z, Y, loss, activation):
+    def output_and_loss(self, Z, Y, loss, activation, weights=None):
+        if weights is not None:  # the fused kernels are unweighted; weighted fits take the xp definition
+            return super().output_and_loss(Z, Y, loss, activation, weights)
         real = Z.dtype.type
         A, dZ = cupy.empty_like(Z), cupy.empty_like(Z)
         Y = cupy.ascontiguousarray(Y, dtype=Z.dtype)
@@ -223,7 +225,9 @@ class Backend(_Base):
             return term.sum() * scale, A, dZ
         return super().output_and_loss(Z, Y, loss, activation)
 
-    def loss_and_gradient(self, A, Y, loss):
+    def loss_and_gradient(self, A, Y, loss, weights=None):
+        if weights is not None:
+            return super().loss_and_gradient(A, Y, loss, weights)
         A = cupy.ascontiguousarray(A)
         Y = cupy.ascontiguousarray(Y, dtype=A.dtype)
         dA, term = cupy.empty_like(A), cupy.empty_like(A)
@@ -267,11 +271,11 @@ class Backend(_Base):
         self.counted_step(params, optimizer)
 
     # --- the whole step as a CUDA graph ----------------------------------------------
-    def fused_train_step(self, model, batch, plan_batch=None):  # a graph per shape: plan_batch does not apply
+    def fused_train_step(self, model, batch, plan_batch=None, weighted=False):  # a graph per shape: not plan_batch
         if not self.graphs:
             return None
         optimizer = model.optimizer
-        key = ("graph", batch, id(optimizer), tuple(id(a) for a in optimizer.state_arrays().values()))
+        key = ("graph", batch, id(optimizer), tuple(id(a) for a in optimizer.state_arrays().values()), weighted)
         cache = model._kernel_cache
         if key not in cache:
             cache[key] = GraphStep(self, model, batch)
@@ -294,15 +298,15 @@ class GraphStep:
         self.warm = False
         self.failed = False
 
-    def __call__(self, X, Y):
+    def __call__(self, X, Y, *row_weights):  # R (batch, 1) when weighted: a third graph input
         backend, model = self.backend, self.model
         if not self.warm or self.failed:
             self.warm = True
-            return self.model._layerwise_step(X, Y)
+            return self.model._layerwise_step(X, Y, *row_weights)
         if self.graph is None:
-            return self._capture_or_fall_back(X, Y)
-        cupy.copyto(self.X, X)
-        cupy.copyto(self.Y, Y)
+            return self._capture_or_fall_back(X, Y, row_weights)
+        for buffer, given in zip(self.inputs, (X, Y, *row_weights)):
+            cupy.copyto(buffer, given)
         backend.sync_optimizer(model.params, model.optimizer)
         self.graph.launch()
         model.optimizer.count_step()
@@ -311,7 +315,7 @@ class GraphStep:
         # output buffer is the graph's, overwritten by the next replay
         return self.value.copy(), [self.output]
 
-    def _capture_or_fall_back(self, X, Y):
+    def _capture_or_fall_back(self, X, Y, row_weights):
         """Capture; if CUDA refuses (an operation that cannot be captured, an old driver), say
         so once and run this model's steps at this batch size uncaptured from then on. Host
         state that the aborted capture advanced (Adam's step, the device-scalar cache) is put
@@ -319,7 +323,7 @@ class GraphStep:
         optimizer = self.model.optimizer
         step = getattr(optimizer, "step", None)
         try:
-            return self._capture(X, Y)
+            return self._capture(X, Y, row_weights)
         except Exception as error:  # noqa: BLE001  (any capture failure: reported, then uncaptured)
             self.failed = True
             if step is not None:
@@ -328,12 +332,11 @@ class GraphStep:
             warnings.warn(f"CUDA graph capture failed at batch size {self.batch} ({type(error).__name__}: "
                           f"{error}); running these steps uncaptured. MLP_CUDA_GRAPHS=0 skips capture.",
                           RuntimeWarning, stacklevel=3)
-            return self.model._layerwise_step(X, Y)
+            return self.model._layerwise_step(X, Y, *row_weights)
 
-    def _capture(self, X, Y):
+    def _capture(self, X, Y, row_weights):
         backend, model = self.backend, self.model
-        self.X = cupy.array(X, copy=True)
-        self.Y = cupy.array(Y, copy=True)
+        self.inputs = [cupy.array(given, copy=True) for given in (X, Y, *row_weights)]
         backend.sync_optimizer(model.params, model.optimizer)
         cupy.cuda.get_current_stream().synchronize()  # inputs and scalars in place before capture
         self.pool = cupy.cuda.MemoryPool()  # the graph's own memory: nothing else reuses it
@@ -343,7 +346,7 @@ class GraphStep:
             with cupy.cuda.using_allocator(self.pool.malloc), stream:
                 stream.begin_capture()
                 try:
-                    value, outputs = self.model._layerwise_step(self.X, self.Y)
+                    value, outputs = self.model._layerwise_step(*self.inputs)
                 finally:
                     graph = stream.end_capture()
         finally:

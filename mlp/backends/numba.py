@@ -149,24 +149,25 @@ class Backend(_NumpyBackend):
         return first <= batch <= last
 
     # --- the whole step as one compiled call ----------------------------------------
-    def fused_train_step(self, model, batch, plan_batch=None):
-        """A function (X, Y) -> (loss, [A_L]) doing one training step, or None when the
+    def fused_train_step(self, model, batch, plan_batch=None, weighted=False):
+        """A function (X, Y[, R]) -> (loss, [A_L]) doing one training step, or None when the
         per-layer path is the faster (or the only) one for this model and batch size.
         Decided once per model, batch size, optimizer and override, not on every step.
         Path and code are chosen for `plan_batch` (fit's batch_size) when given: an epoch's
         last, shorter batch then runs the module its full batches compiled, not a second
         one compiled mid-fit (seconds, cold), and a fit's results depend on its settings only."""
         plan_batch = max(batch, plan_batch or 0)
-        key = ("step", batch, plan_batch, id(model.optimizer), self.crossover_override)
+        key = ("step", batch, plan_batch, id(model.optimizer), self.crossover_override, weighted)
         cache = model._kernel_cache
         if key not in cache:
-            cache[key] = self._train_step(model, batch, plan_batch) if self._fusable(model, plan_batch) else None
+            fusable = self._fusable(model, plan_batch)
+            cache[key] = self._train_step(model, batch, plan_batch, weighted) if fusable else None
         return cache[key]
 
-    def _train_step(self, model, batch, plan_batch):
+    def _train_step(self, model, batch, plan_batch, weighted):
         optimizer = model.optimizer
         update = optimizer.update_plan
-        plan = plan_rules.step_plan(model, plan_batch)
+        plan = plan_rules.step_plan(model, plan_batch, weighted)
         step = kernels.load(codegen.step_source(plan), "step", plan).step
         if plan.split:
             step = _one_at_a_time(step)
@@ -174,13 +175,13 @@ class Backend(_NumpyBackend):
         arrays = {"params": model.params, "grads": model.grads, "work": work,
                   **{f"s_{name}": optimizer.arrays[name] for name in update.state}}
         names = plan_rules.step_arguments(plan)
-        fixed = tuple(arrays[name] for name in names[2:names.index("work") + 1])
+        fixed = tuple(arrays[name] for name in names[names.index("params"):names.index("work") + 1])
         settings = tuple(value for value, used in ((model.l1, plan.l1), (model.l2, plan.l2),
                                                    (model.clip_norm, plan.clip)) if used)
         hyperparameters = _scalars(optimizer, update)
 
-        def train(X, Y):
-            loss = step(X, Y, *fixed, *hyperparameters(), *settings)
+        def train(X, Y, *row_weights):  # R (batch, 1) when weighted
+            loss = step(X, Y, *row_weights, *fixed, *hyperparameters(), *settings)
             optimizer.count_step()
             return loss, [output]
 

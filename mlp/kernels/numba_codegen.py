@@ -205,49 +205,54 @@ def step_source(plan: StepPlan) -> str:
                                 training=True)
     # loss and output delta
     lines.append("    loss = 0.0")
-    if plan.fused and out.activation == "softmax":  # from the logits in A_L, one row at a time
-        src = Source("python", 1)
-        with src.loop("i", "n", parallel=split):
-            rowwise.softmax_cross_entropy_row(
-                src, out.n_out, lambda j: f"A{L}[i, {j}]", lambda j: f"Y[i, {j}]",
-                lambda s, j: (s.line(f"A{L}[i, {j}] = a"), s.line(f"D{L}[i, {j}] = (a - Y[i, {j}]) * inv_norm")))
-        lines += src.lines
-    elif plan.fused:  # sigmoid + binary cross-entropy, from the logits
-        lines += [
-            f"    for i in {rows}:",
-            f"        for j in range({out.n_out}):",
-            f"            z = A{L}[i, j]",
-            "            loss += bce_logit_term(z, Y[i, j])",
-            "            a = f_sigmoid(z)",
-            f"            A{L}[i, j] = a",
-            f"            D{L}[i, j] = (a - Y[i, j]) * inv_norm",
-        ]
-    elif out.activation == "softmax":  # softmax under another loss: the Jacobian row by row
-        lines += _softmax_rows(L, out.n_out, split)
-        lines += [
-            f"    for i in {rows}:",
-            "        inner = 0.0",
-            f"        for j in range({out.n_out}):",
-            f"            loss += loss_term(A{L}[i, j], Y[i, j])",
-            f"            da = loss_gradient(A{L}[i, j], Y[i, j]) * inv_norm",
-            f"            D{L}[i, j] = da",
-            f"            inner += da * A{L}[i, j]",
-            f"        for j in range({out.n_out}):",
-            f"            D{L}[i, j] = A{L}[i, j] * (D{L}[i, j] - inner)",
-        ]
-    else:
-        lines += [
-            f"    for i in {rows}:",
-            f"        for j in range({out.n_out}):",
-            f"            a = A{L}[i, j]",
-            "            loss += loss_term(a, Y[i, j])",
-            f"            D{L}[i, j] = "
-            f"{derivative_call(out, f'Z{L}[i, j]', 'a', 'loss_gradient(a, Y[i, j]) * inv_norm')}",
-        ]
+    lines += _loss_and_output_delta(plan, L, out, split)
     lines.append("    loss *= inv_norm")
     lines += _backward_products(plan) if plan.blocked else _backward_rows(plan)
     lines.append("    return loss")
     return "\n".join(lines) + "\n"
+
+
+def _loss_and_output_delta(plan, L, out, split) -> list:
+    """The loss summed over the batch into `loss` and the output delta D_L, row by row. A
+    weighted plan scales row i's terms and delta by its weight R[i, 0] (mlp.losses)."""
+    src = Source("python", 1)
+    weight = "w * " if plan.weighted else ""
+    scale = "scale" if plan.weighted else "inv_norm"
+    with src.loop("i", "n", parallel=split):
+        if plan.weighted:
+            src.declare("w", "R[i, 0]")
+            src.declare("scale", "inv_norm * w")
+        if plan.fused and out.activation == "softmax":  # from the logits in A_L
+            src.declare("row_loss", "0.0")
+            rowwise.softmax_cross_entropy_row(
+                src, out.n_out, lambda j: f"A{L}[i, {j}]", lambda j: f"Y[i, {j}]",
+                lambda s, j: (s.line(f"A{L}[i, {j}] = a"), s.line(f"D{L}[i, {j}] = (a - Y[i, {j}]) * {scale}")),
+                loss="row_loss")
+            src.line(f"loss += {weight}row_loss")
+        elif plan.fused:  # sigmoid + binary cross-entropy, from the logits
+            with src.loop("j", out.n_out):
+                src.declare("z", f"A{L}[i, j]")
+                src.line(f"loss += {weight}bce_logit_term(z, Y[i, j])")
+                src.declare("a", "f_sigmoid(z)")
+                src.line(f"A{L}[i, j] = a")
+                src.line(f"D{L}[i, j] = (a - Y[i, j]) * {scale}")
+        elif out.activation == "softmax":  # softmax under another loss: the Jacobian row by row
+            rowwise.softmax_row(src, out.n_out, lambda j: f"A{L}[i, {j}]", lambda s, j: s.line(f"A{L}[i, {j}] = a"))
+            src.declare("inner", "0.0")
+            with src.loop("j", out.n_out):
+                src.line(f"loss += {weight}loss_term(A{L}[i, j], Y[i, j])")
+                src.declare("da", f"loss_gradient(A{L}[i, j], Y[i, j]) * {scale}")
+                src.line(f"D{L}[i, j] = da")
+                src.line(f"inner += da * A{L}[i, j]")
+            with src.loop("j", out.n_out):
+                src.line(f"D{L}[i, j] = A{L}[i, j] * (D{L}[i, j] - inner)")
+        else:
+            with src.loop("j", out.n_out):
+                src.declare("a", f"A{L}[i, j]")
+                src.line(f"loss += {weight}loss_term(a, Y[i, j])")
+                gradient = f"loss_gradient(a, Y[i, j]) * {scale}"
+                src.line(f"D{L}[i, j] = {derivative_call(out, f'Z{L}[i, j]', 'a', gradient)}")
+    return src.lines
 
 
 def _update(plan, target, grad, index, indent):

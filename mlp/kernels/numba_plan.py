@@ -74,6 +74,7 @@ class StepPlan:
     dtype: str = "float64"
     blocked: bool = False  # register-blocked products (see `blocks`), else rows and units
     split: bool = False  # blocked products and row passes split across threads (see `splits`; implies blocked)
+    weighted: bool = False  # the step takes row weights R (batch, 1): sample or class weights
 
 
 BLOCKED_FROM = 8  # the smallest batch whose products are taken in register blocks (see `blocks`)
@@ -83,12 +84,13 @@ def n_weights(model) -> int:
     return sum(layer.n_in * layer.n_out for layer in model.dense_layers)
 
 
-def step_plan(model, plan_batch) -> StepPlan:
-    """The plan of `model`'s whole compiled training step for batches of `plan_batch` rows."""
+def step_plan(model, plan_batch, weighted=False) -> StepPlan:
+    """The plan of `model`'s whole compiled training step for batches of `plan_batch` rows
+    (`weighted`: with row weights)."""
     weights = n_weights(model)
     return StepPlan(dense_layers(model), model.loss.name, model.loss.fused_with is not None,
                     model.optimizer.update_plan, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                    str(model.dtype), blocks(plan_batch, weights), splits(plan_batch, weights))
+                    str(model.dtype), blocks(plan_batch, weights), splits(plan_batch, weights), weighted)
 
 
 def forward_plan(model, batch) -> tuple:
@@ -181,7 +183,7 @@ def workspace(layers, batch, training, dtype, blocked=False):
 
 def step_arguments(plan) -> list:
     """The generated step's arguments: only those its plan uses (dispatch costs per argument)."""
-    names = ["X", "Y", "params"] + (["grads"] if writes_grads(plan) else [])
+    names = ["X", "Y"] + (["R"] if plan.weighted else []) + ["params"] + (["grads"] if writes_grads(plan) else [])
     names += update_code.state_arguments(plan.optimizer) + ["work"] + update_code.scalar_arguments(plan.optimizer)
     return names + [name for name, used in (("l1", plan.l1), ("l2", plan.l2), ("clip", plan.clip)) if used]
 

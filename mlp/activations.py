@@ -272,29 +272,29 @@ def hardswish_backward(z, da):
 # The derivatives read the output A, which tells the sign of Z only for slope >= 0 and alpha > 0.
 def _leaky_relu(slope=0.01):
     slope = number(slope, "leaky_relu slope", low=0.0, high=1.0, high_open=True)
-    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": slope}, init="he_normal")
+    return Activation("leaky_relu", leaky_relu, leaky_relu_backward, params={"slope": slope}, init="uniform_fan_in")
 
 
 def _elu(alpha=1.0):
     alpha = number(alpha, "elu alpha", low=0.0, low_open=True)
-    return Activation("elu", elu, elu_backward, params={"alpha": alpha}, init="he_normal")
+    return Activation("elu", elu, elu_backward, params={"alpha": alpha}, init="uniform_fan_in")
 
 
 ACTIVATIONS = {
     "identity": lambda: Activation("identity", identity, identity_backward),
     "sigmoid": lambda: Activation("sigmoid", sigmoid, sigmoid_backward, float32_forward=sigmoid_float32),
     "tanh": lambda: Activation("tanh", tanh, tanh_backward, float32_forward=tanh_float32),
-    "relu": lambda: Activation("relu", relu, relu_backward, init="he_normal"),
+    "relu": lambda: Activation("relu", relu, relu_backward, init="uniform_fan_in"),
     "leaky_relu": _leaky_relu,
     "elu": _elu,
-    "softplus": lambda: Activation("softplus", softplus, softplus_backward, init="he_normal"),
+    "softplus": lambda: Activation("softplus", softplus, softplus_backward, init="uniform_fan_in"),
     "softsign": lambda: Activation("softsign", softsign, softsign_backward),
     "selu": lambda: Activation("selu", selu, selu_backward, init="lecun_normal"),  # self-normalising with it
     "gelu": lambda: Activation("gelu", gelu, gelu_backward, needs="input", float32_forward=gelu_float32,
-                               init="he_normal"),
-    "silu": lambda: Activation("silu", silu, silu_backward, needs="both", init="he_normal"),
-    "mish": lambda: Activation("mish", mish, mish_backward, needs="input", init="he_normal"),
-    "hardswish": lambda: Activation("hardswish", hardswish, hardswish_backward, needs="input", init="he_normal"),
+                               init="uniform_fan_in"),
+    "silu": lambda: Activation("silu", silu, silu_backward, needs="both", init="uniform_fan_in"),
+    "mish": lambda: Activation("mish", mish, mish_backward, needs="input", init="uniform_fan_in"),
+    "hardswish": lambda: Activation("hardswish", hardswish, hardswish_backward, needs="input", init="uniform_fan_in"),
     "softmax": lambda: Activation("softmax", softmax, softmax_backward, elementwise=False),
     "step": lambda: Activation("step", step, None),
 }

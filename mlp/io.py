@@ -27,6 +27,7 @@ import zlib
 import numpy as np
 from numpy.lib import format as npy_format
 
+from mlp import metrics
 from mlp.errors import ModelFileError
 
 FORMAT = "mlp-model"
@@ -166,7 +167,7 @@ def save(model, path, extra_header=None, extra_arrays=None):
     if model.loss is not None:
         header["compile"] = {"loss": model.loss.name, "optimizer": model.optimizer.config(),
                              "l1": model.l1, "l2": model.l2, "clip_norm": model.clip_norm,
-                             "metrics": model.metrics}
+                             "metrics": [name for name in model.metrics if name in metrics.METRICS]}  # not functions
     if extra_arrays:
         header["array_sha256"] = {name: digest(array) for name, array in extra_arrays.items()}
     header = json.loads(json.dumps(header))  # exactly what a reader will parse

@@ -142,16 +142,56 @@ def add(totals, more):
     return more if totals is None else tuple(a + b for a, b in zip(totals, more))
 
 
-def check_names(names, n_out=None):
-    names = [names] if isinstance(names, str) else list(names or [])
-    for name in names:
-        if name not in METRICS:
-            raise ValueError(f"Unknown metric {name!r}. Valid metrics: {', '.join(METRICS)}.")
-        if n_out is not None and not METRICS[name].fits(n_out):
-            raise ValueError(f"metric {name!r} does not apply to an output layer of {n_out} units "
-                             + ("(binary ROC AUC: one sigmoid unit or two softmax units)" if name == "auc"
-                                else "(it needs several classes)"))
-    return names
+def resolve(metrics, n_out=None) -> dict:
+    """{logged name: Metric} for compile's `metrics`: registered names, and functions
+    (y_true, y_pred) -> float under their __name__. A function gets the epoch's targets and
+    outputs as NumPy arrays (n, n_out), y_true encoded as the loss sees it (one-hot for classes):
+    its batches are kept on the device and read back once an epoch."""
+    metrics = [metrics] if isinstance(metrics, str) or callable(metrics) else list(metrics or [])
+    table = {}
+    for metric in metrics:
+        name, definition = _named(metric, n_out)
+        if name in table:
+            raise ValueError(f"metric {name!r} is given twice")
+        table[name] = definition
+    return table
+
+
+def _named(metric, n_out):
+    if callable(metric) and not isinstance(metric, str):
+        name = getattr(metric, "__name__", None)
+        if not name or name == "<lambda>" or not name.isidentifier():
+            raise ValueError(f"a metric function needs a name to be logged under: def my_metric(y_true, y_pred) "
+                             f"-> float, not {metric!r:.60}")
+        if name in METRICS or name in ("loss", "lr", "seconds") or name.startswith("val_"):
+            raise ValueError(f"metric function {name!r} would be logged under a name fit already uses; rename it")
+        return name, Metric(lambda A, Y: ([A.copy()], [Y]), lambda totals: _call(metric, name, totals))
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}. Valid metrics: {', '.join(METRICS)}, or a function "
+                         "(y_true, y_pred) -> float.")
+    if n_out is not None and not METRICS[metric].fits(n_out):
+        raise ValueError(f"metric {metric!r} does not apply to an output layer of {n_out} units "
+                         + ("(binary ROC AUC: one sigmoid unit or two softmax units)" if metric == "auc"
+                            else "(it needs several classes)"))
+    return metric, METRICS[metric]
+
+
+def _host(parts):
+    return np.concatenate([np.asarray(part.get() if hasattr(part, "get") else part) for part in parts])
+
+
+def _call(function, name, totals) -> float:
+    outputs, targets = totals
+    value = function(_host(targets), _host(outputs))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric function {name!r} returned {value!r:.60}; it must return one number") from None
+
+
+def is_summable(definition) -> bool:
+    """Whether a metric's totals add up across ranks (a function's kept outputs do not)."""
+    return any(definition is registered for registered in METRICS.values())
 
 
 # --- plain NumPy helpers for users (labels or outputs, like scikit-learn) -----------

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mlp import config, initializers, losses, metrics as metrics_mod, optimizers
+from mlp import activations, config, initializers, losses, metrics as metrics_mod, optimizers
 from mlp import preprocessing as preprocessing_mod
 from mlp import regularization, validation
 from mlp.backends import get_backend
@@ -64,11 +64,14 @@ class Sequential:
         for layer in self.dense_layers:  # drawn on the host in float64: equal on every backend
             W = initializers.initial_weights(layer.init, init_rng, layer.n_in, layer.n_out)
             layer.W[...] = self.backend.asarray(W, self.dtype)
+            b = initializers.initial_biases(layer.init, init_rng, layer.n_in, layer.n_out)
+            layer.b[...] = self.backend.asarray(b, self.dtype)
         self._first_dense = self.layers.index(self.dense_layers[0])
         self.loss = self.optimizer = None
         self.l1 = self.l2 = 0.0
         self.clip_norm = None
         self.metrics = []
+        self._metrics = {}  # logged name -> mlp.metrics.Metric
         self._preprocessing = None
         self._kernel_cache = {}  # a backend's compiled whole steps for this model
         for layer in self.layers:  # last: a model refused above claims nothing
@@ -91,6 +94,7 @@ class Sequential:
         # training would never update. They are views of the flat buffers again.
         self.__dict__.update(state)
         self.__dict__.setdefault("_preprocessing", None)  # pickled before models carried it
+        self.__dict__.setdefault("_metrics", {name: metrics_mod.METRICS[name] for name in self.metrics})
         self._bind_layers()
         for owned in [*self.layers, *([self.optimizer] if self.optimizer is not None else [])]:
             owned.owner = self
@@ -128,12 +132,17 @@ class Sequential:
     def preprocessing(self, value):
         self._preprocessing = preprocessing_mod.checked_for(value, self.n_in, self.n_out)
 
-    def summary(self) -> str:
+    def summary(self, print_fn=print) -> str:
+        """The layers, their parameter counts and the total: printed (through `print_fn`; None
+        prints nothing) and returned."""
         lines = [f"Sequential on {self.backend.name} ({self.dtype})"]
         for layer in self.layers:
             lines.append(f"  {layer!r:<48} params: {layer.n_params:,}")
         lines.append(f"  total params: {self.n_params:,}")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     def __repr__(self):
         return f"Sequential({self.layers!r}, backend={self.backend.name!r}, dtype={str(self.dtype)!r})"
@@ -190,8 +199,8 @@ class Sequential:
                              f"optimizer={optimizer.config()!r}")
         if metrics is None:
             metrics = ["accuracy"] if loss.name in losses.CLASSIFICATION else []
-        metrics = metrics_mod.check_names(metrics, self.n_out)
-        self.loss, self.l1, self.l2, self.clip_norm, self.metrics = loss, l1, l2, clip_norm, metrics
+        self._metrics = metrics_mod.resolve(metrics, self.n_out)
+        self.loss, self.l1, self.l2, self.clip_norm, self.metrics = loss, l1, l2, clip_norm, list(self._metrics)
         self._kernel_cache.clear()  # compiled steps depend on loss, optimizer and penalties
         self.optimizer = optimizer
         optimizer.owner = self
@@ -452,12 +461,12 @@ class Sequential:
             value = loss.value_from_logits(logits, Yb) if loss.fused_with else loss.value(A, Yb)
             total = total + value * loss.normaliser(A.shape)
             for name in self.metrics:
-                totals[name] = metrics_mod.add(totals[name], metrics_mod.METRICS[name].totals(A, Yb))
+                totals[name] = metrics_mod.add(totals[name], self._metrics[name].totals(A, Yb))
         result = total / loss.normaliser(Y.shape)
         if self.l1 or self.l2:
             result = result + self._penalty(self.l1, self.l2, add_gradients=False)
         logs = {"loss": float(result)}
-        logs.update({name: metrics_mod.METRICS[name].result(totals[name]) for name in self.metrics})
+        logs.update({name: self._metrics[name].result(totals[name]) for name in self.metrics})
         return logs
 
     # --- training loop --------------------------------------------------------------
@@ -573,16 +582,20 @@ def _check_unshared(layers):
 def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
         backend=None, dtype=None, seed=None):
     """A multilayer perceptron from its layer sizes, e.g. MLP([784, 128, 64, 10], output="softmax").
-    Hidden layers use `activation` (and Dropout(dropout) after each when dropout > 0)."""
+    Hidden layers use `activation` (and Dropout(dropout) after each when dropout > 0). `init`
+    names the initialiser of every layer, the output layer's included (as PyTorch's and Keras'
+    layers share one); by default the hidden activation's own (mlp.initializers)."""
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
         raise ValueError(f"sizes must be a list of layer widths, e.g. [784, 128, 10]; got {sizes!r}")
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output size; got {sizes!r}")
+    if init is None and len(sizes) > 2:
+        init = activations.get(activation).init
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         last = i == len(sizes) - 2
-        layers.append(Dense(n_in, n_out, activation=output if last else activation, init=None if last else init))
+        layers.append(Dense(n_in, n_out, activation=output if last else activation, init=init))
         if dropout and not last:
             layers.append(Dropout(dropout))
     return Sequential(layers, backend=backend, dtype=dtype, seed=seed)

@@ -97,15 +97,69 @@ class CheckpointCallback(Callback):
 
 
 # --- the loop ---------------------------------------------------------------------------
-def fit(model, X, y, *, epochs, batch_size, shuffle, validation_data, validation_split, early_stopping,
-        lr_schedule, verbose, diagnostics, checkpoint, checkpoint_every, resume, distributed, callbacks,
-        sample_weight, class_weight):
-    """Model.fit's work (see its docstring). Returns a History."""
+def fit(model, X, y, **options):
+    """Model.fit's work (see its docstring): every check first, then the epochs. Returns a History."""
+    run = _prepare(model, X, y, **options)
+    hooks, history, bar = run.hooks, run.history, run.bar
+    ctrl_c = interrupt.StopRequest(active=run.parallel is None).start()
+    model.stop_training = False
+    try:
+        hooks.on_train_begin()
+        for epoch in range(run.first_epoch, run.epochs):
+            hooks.on_epoch_begin(epoch)
+            logs = run.epoch(epoch, ctrl_c)
+            if logs is None:  # stopped within the epoch: its partial result is not logged
+                if ctrl_c.requested:
+                    history.interrupted = True
+                    bar.close()
+                    bar.say(f"Interrupted (Ctrl-C) in epoch {epoch + 1}, after step {run.epoch.step + 1} of "
+                            f"{run.epoch.steps}: the weights are those of that step; the history holds the "
+                            f"{len(history.epoch)} epochs that finished")
+                break
+            run.log(epoch, logs)
+            hooks.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        hooks.on_train_end()
+    except Exception as error:
+        if run.parallel is not None and run.parallel.size > 1:  # stop every rank, not just this one
+            run.parallel.world.abort(f"training failed on this rank: {type(error).__name__}: {error}")
+        raise
+    finally:
+        ctrl_c.stop()
+        bar.close()
+        model.optimizer.lr = run.base_lr  # a schedule shapes this run only
+    if run.stopper is not None:
+        history.best_epoch, history.stopped_epoch = run.stopper.best_epoch, run.stopper.stopped_epoch
+    return history
+
+
+class _Run:
+    """What one fit's loop works with, once every argument is checked."""
+
+    def log(self, epoch, logs):
+        """Complete an epoch's logs (validation, lr, time) and record them."""
+        from mlp.model import PREDICT_BATCH
+
+        if self.X_val is not None:
+            logs.update({f"val_{k}": v for k, v in self.model._evaluate(self.X_val, self.Y_val, PREDICT_BATCH).items()})
+        logs["lr"] = self.model.optimizer.lr
+        logs["seconds"] = time.perf_counter() - self.epoch.started
+        self.history.append(epoch, logs)
+        if self.epoch.record is not None:
+            self.history.history.setdefault("diagnostics", []).append(self.epoch.record)
+
+
+def _prepare(model, X, y, *, epochs, batch_size, shuffle, validation_data, validation_split, early_stopping,
+             lr_schedule, verbose, diagnostics, checkpoint, checkpoint_every, resume, distributed, callbacks,
+             sample_weight, class_weight) -> _Run:
+    """Check every argument against the model and data (nothing changes before all pass), then
+    set up the run: validation split, data on the device, a resumed checkpoint, the callbacks."""
     from mlp.callbacks import EarlyStopping
-    from mlp.model import PREDICT_BATCH
 
     model._require_compiled()
-    epochs = validation.positive_int(epochs, "epochs")
+    run = _Run()
+    run.model, run.epochs = model, validation.positive_int(epochs, "epochs")
     X = model._inputs(X)
     Y = model._targets(y, model.loss.name, X.shape[0])
     R = weights_mod.row_weights(sample_weight, class_weight, Y, model.loss.name, model.preprocessing)
@@ -113,23 +167,20 @@ def fit(model, X, y, *, epochs, batch_size, shuffle, validation_data, validation
     validation.batch_size(batch_size, X.shape[0])
     validation_data = model._checked_validation(X, validation_data, validation_split)
     user_callbacks = callbacks_mod.checked(callbacks)
-    stopper = _stopper(EarlyStopping, early_stopping, user_callbacks)
+    run.stopper = stopper = _stopper(EarlyStopping, early_stopping, user_callbacks)
     validating = bool(validation_data or validation_split)
     if stopper is not None:
         stopper.check_monitor(model._logged_names(validating))
     schedule = schedules.get(lr_schedule)
     if checkpoint is not None:  # a missing folder fails now, not after the first epoch
         checkpoint_mod.check_target(checkpoint)
-    parallel = None
+    run.parallel = None
     if distributed_mod.requested(distributed):
-        if diagnostics:
-            raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
-        parallel = distributed_mod.DataParallel(model, distributed_mod.get_world(model.backend))
-        parallel.start(X, Y, dict(  # same data and settings everywhere; then rank 0's weights and shuffling
+        run.parallel = _data_parallel(model, diagnostics, X, Y, R, dict(
             epochs=epochs, batch_size=batch_size, shuffle=shuffle, validation_split=validation_split,
             validation_data=validation_data, early_stopping=early_stopping, lr_schedule=lr_schedule,
-            resume=resume is not None, row_weights=R))  # (before the validation split: it draws from the shuffling)
-        if parallel.rank != 0:
+            resume=resume is not None))
+        if run.parallel.rank != 0:
             verbose, checkpoint = 0, None  # rank 0 alone prints and writes
     saved = None
     if resume is not None:  # checked against this model and fit before anything changes
@@ -145,67 +196,44 @@ def fit(model, X, y, *, epochs, batch_size, shuffle, validation_data, validation
     batch = validation.batch_size(batch_size, n)
     backend = model.backend
     X, Y = backend.resident(X), backend.resident(Y)  # the whole set moves to the device once
-    if R is not None:
-        R = backend.resident(R.astype(model.dtype))
-    if X_val is not None:
-        X_val, Y_val = backend.asarray(X_val), backend.asarray(Y_val)
-    history = History()
-    base_lr = model.optimizer.lr
-    first_epoch = 0
+    R = None if R is None else backend.resident(R.astype(model.dtype))
+    run.X_val, run.Y_val = (None, None) if X_val is None else (backend.asarray(X_val), backend.asarray(Y_val))
+    run.history = History()
+    run.base_lr = model.optimizer.lr
+    run.first_epoch = 0
     if saved is not None:
-        first_epoch = checkpoint_mod.restore(saved, model, history, schedule, stopper)
+        run.first_epoch = checkpoint_mod.restore(saved, model, run.history, schedule, stopper)
         if checkpoint_mod.finished(stopper):  # the saved run had stopped early: it is complete
-            first_epoch = epochs
+            run.first_epoch = run.epochs
     steps = math.ceil(n / batch)
-    bar = progress.Progress(verbose, epochs, steps, n)
-    own = [ProgressCallback(bar)]
+    run.bar = progress.Progress(verbose, run.epochs, steps, n)
+    own = [ProgressCallback(run.bar)]
     if schedule is not None:  # a resumed run goes on from the last epoch's rate
-        own.append(ScheduleCallback(schedule, base_lr, history["lr"][-1] if history.epoch else base_lr))
+        current = run.history["lr"][-1] if run.history.epoch else run.base_lr
+        own.append(ScheduleCallback(schedule, run.base_lr, current))
     if stopper is not None and stopper not in user_callbacks:
         own.append(stopper)
-    tail = [CheckpointCallback(checkpoint, checkpoint_every, epochs, history, fit_start_rng, schedule, stopper)] \
-        if checkpoint is not None else []
-    hooks = CallbackList(own + user_callbacks + tail, model,
-                         {"epochs": epochs, "steps": steps, "samples": n, "verbose": verbose})
-    epoch_run = _Epoch(model, X, Y, R, batch, steps, shuffle, parallel, diagnostics, hooks,
-                       _Snapshot(model, first_epoch, stopper))
-    ctrl_c = interrupt.StopRequest(active=parallel is None).start()
-    model.stop_training = False
-    try:
-        hooks.on_train_begin()
-        for epoch in range(first_epoch, epochs):
-            hooks.on_epoch_begin(epoch)
-            logs = epoch_run(epoch, ctrl_c)
-            if logs is None:  # stopped within the epoch: its partial result is not logged
-                if ctrl_c.requested:
-                    history.interrupted = True
-                    bar.close()
-                    bar.say(f"Interrupted (Ctrl-C) in epoch {epoch + 1}, after step {epoch_run.step + 1} of "
-                            f"{steps}: the weights are those of that step; the history holds the "
-                            f"{len(history.epoch)} epochs that finished")
-                break
-            if X_val is not None:
-                logs.update({f"val_{k}": v for k, v in model._evaluate(X_val, Y_val, PREDICT_BATCH).items()})
-            logs["lr"] = model.optimizer.lr
-            logs["seconds"] = time.perf_counter() - epoch_run.started
-            history.append(epoch, logs)
-            if epoch_run.record is not None:
-                history.history.setdefault("diagnostics", []).append(epoch_run.record)
-            hooks.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-        hooks.on_train_end()
-    except Exception as error:
-        if parallel is not None and parallel.size > 1:  # stop every rank, not just this one
-            parallel.world.abort(f"training failed on this rank: {type(error).__name__}: {error}")
-        raise
-    finally:
-        ctrl_c.stop()
-        bar.close()
-        model.optimizer.lr = base_lr  # a schedule shapes this run only
-    if stopper is not None:
-        history.best_epoch, history.stopped_epoch = stopper.best_epoch, stopper.stopped_epoch
-    return history
+    last = [] if checkpoint is None else [CheckpointCallback(checkpoint, checkpoint_every, run.epochs, run.history,
+                                                             fit_start_rng, schedule, stopper)]
+    run.hooks = CallbackList(own + user_callbacks + last, model,
+                             {"epochs": run.epochs, "steps": steps, "samples": n, "verbose": verbose})
+    run.epoch = _Epoch(model, X, Y, R, batch, steps, shuffle, run.parallel, diagnostics, run.hooks,
+                       _Snapshot(model, run.first_epoch, stopper))
+    return run
+
+
+def _data_parallel(model, diagnostics, X, Y, R, settings):
+    """The DataParallel of a distributed fit, its ranks checked to agree on the data and settings
+    (then holding rank 0's weights and shuffling: before the validation split, which draws from it)."""
+    if diagnostics:
+        raise ValueError("diagnostics=True records one process' step; turn it off for distributed training")
+    functions = [name for name, metric in model._metrics.items() if not metrics_mod.is_summable(metric)]
+    if functions:
+        raise ValueError(f"metric functions ({', '.join(functions)}) see one rank's outputs only; compile with "
+                         "the registered metrics for distributed training")
+    parallel = distributed_mod.DataParallel(model, distributed_mod.get_world(model.backend))
+    parallel.start(X, Y, {**settings, "row_weights": R})
+    return parallel
 
 
 def _stopper(EarlyStopping, early_stopping, user_callbacks):
@@ -259,7 +287,7 @@ class _Epoch:
                 self.last_finite.diverged(value, epoch, step)
             total = total + value * loss.normaliser(outputs[-1].shape)
             for name in model.metrics:
-                totals[name] = metrics_mod.add(totals[name], metrics_mod.METRICS[name].totals(outputs[-1], Yb))
+                totals[name] = metrics_mod.add(totals[name], model._metrics[name].totals(outputs[-1], Yb))
             self.hooks.on_batch_end(step, value, stop - start)
             if ctrl_c.requested or model.stop_training:
                 return None
@@ -268,7 +296,7 @@ class _Epoch:
         logs = {"loss": float(total / loss.normaliser(self.Y.shape))}
         if not math.isfinite(logs["loss"]):
             self.last_finite.diverged(logs["loss"], epoch, None)
-        logs.update({name: metrics_mod.METRICS[name].result(totals[name]) for name in model.metrics})
+        logs.update({name: model._metrics[name].result(totals[name]) for name in model.metrics})
         return logs
 
 

@@ -25,6 +25,11 @@ def data(config):
     return X, y
 
 
+def sample_weight(config):
+    """Weights of the rows (the same on every rank), when the run is weighted."""
+    return np.linspace(0.0, 2.0, config["n"]) if config.get("weighted") else None
+
+
 def build(config, rank):
     model = mlp.MLP((2, 16, 2), activation="tanh", output="softmax", dtype=config.get("dtype", "float64"),
                     seed=rank if config.get("different_seeds") else 0)
@@ -54,7 +59,7 @@ def train(config, rank):
     X, y = data(config)
     history = model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"], verbose=0,
                         shuffle=config.get("shuffle", True), distributed=True, checkpoint=config.get("checkpoint"),
-                        validation_split=config.get("validation_split", 0.0))
+                        validation_split=config.get("validation_split", 0.0), sample_weight=sample_weight(config))
     return model, history
 
 

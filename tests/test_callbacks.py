@@ -161,3 +161,9 @@ def test_a_resumed_function_schedule_goes_on_from_the_last_rate(tmp_path):
     resumed = model()
     history = resumed.fit(X, y, epochs=4, verbose=0, lr_schedule=lambda epoch, lr: lr * 0.5, resume=path)
     assert history["lr"] == whole["lr"]
+
+
+def test_summary_prints_and_returns_the_text(capsys):
+    text = model().summary()
+    assert capsys.readouterr().out.strip() == text.strip() and "total params: 58" in text
+    assert model().summary(print_fn=None) == text and capsys.readouterr().out == ""

@@ -13,6 +13,7 @@ import pytest
 
 import mlp
 from mlp import datasets, distributed
+from tests import mpi_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
@@ -48,7 +49,8 @@ def single_process(config):
     optimizer = mlp.Adam(0.01) if config["optimizer"] == "adam" else mlp.SGD(0.1, momentum=0.9)
     model.compile(loss="cross_entropy", optimizer=optimizer, l2=config.get("l2", 0.0), metrics=["accuracy", "f1"])
     history = model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"], verbose=0,
-                        validation_split=config.get("validation_split", 0.0))
+                        validation_split=config.get("validation_split", 0.0),
+                        sample_weight=mpi_worker.sample_weight(config))
     return model.params, history
 
 
@@ -58,6 +60,7 @@ def single_process(config):
     (3, {"n": 100, "batch": 16, "epochs": 2, "optimizer": "momentum"}),  # 100 = 6 x 16 + 4: uneven last batch
     (3, {"n": 62, "batch": 20, "epochs": 2, "optimizer": "adam", "different_seeds": True,
          "validation_split": 0.2}),  # last batch: 2 rows over 3 ranks; seeds differ until broadcast
+    (3, {"n": 100, "batch": 16, "epochs": 2, "optimizer": "adam", "weighted": True, "validation_split": 0.2}),
 ])
 def test_n_ranks_reach_the_weights_of_one_process_at_the_same_global_batch(ranks, config, tmp_path):
     done, results, _ = launch(ranks, config, tmp_path)

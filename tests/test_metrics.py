@@ -91,3 +91,41 @@ def test_compile_refuses_a_metric_that_does_not_apply_to_the_outputs():
         mlp.MLP([2, 3], output="softmax").compile(loss="cross_entropy", metrics=["auc"])
     with pytest.raises(ValueError, match="'top_k_accuracy' does not apply"):
         mlp.MLP([2, 1], output="sigmoid").compile(loss="binary_cross_entropy", metrics=["top_k_accuracy"])
+
+
+def balanced_accuracy(y_true, y_pred):
+    return sk.balanced_accuracy_score(y_true.argmax(axis=1), y_pred.argmax(axis=1))
+
+
+def test_a_metric_function_is_scikit_learns_value_over_the_epoch(backend_name):
+    """A function (y_true, y_pred) -> float gets the whole set's targets and outputs at once, on
+    every backend and path (the compiled step reuses its output buffer between batches)."""
+    X = np.random.default_rng(0).normal(size=(120, 2))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)  # three classes
+    model = mlp.MLP([2, 16, 3], output="softmax", backend=backend_name, dtype="float64", seed=0)
+    model.compile(loss="cross_entropy", optimizer=mlp.Adam(0.01), metrics=["accuracy", balanced_accuracy])
+    history = model.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0, validation_data=(X, y))
+    assert len(history["balanced_accuracy"]) == len(history["val_balanced_accuracy"]) == 2
+    scores = model.evaluate(X, y, batch_size=7)
+    A = model.predict(X)
+    assert scores["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, A.argmax(axis=1)))
+    assert history["val_balanced_accuracy"][-1] == pytest.approx(scores["balanced_accuracy"])
+
+
+def test_metric_functions_are_named_and_return_numbers():
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    model = mlp.MLP([2, 4, 3], output="softmax", seed=0)
+    with pytest.raises(ValueError, match="needs a name"):
+        model.compile(loss="cross_entropy", metrics=[lambda t, p: 0.0])
+    with pytest.raises(ValueError, match="name fit already uses"):
+        def accuracy(y_true, y_pred):
+            return 0.0
+        model.compile(loss="cross_entropy", metrics=[accuracy])
+
+    def vector(y_true, y_pred):
+        return y_pred.sum(axis=0)
+
+    model.compile(loss="cross_entropy", metrics=[vector])
+    with pytest.raises(ValueError, match="must return one number"):
+        model.evaluate(X, y)

@@ -21,8 +21,8 @@ class Dense(Layer):
     """Fully connected layer: Z = X W^T + b, A = f(Z).
 
     W: (n_out, n_in) and b: (n_out,), as in the lectures and torch.nn.Linear.
-    `init` names the weight initialiser; by default the activation's own (He for the ReLU
-    family, LeCun for SELU, Xavier for tanh, sigmoid and the rest).
+    `init` names the initialiser; by default the activation's own (uniform_fan_in for the ReLU
+    family, LeCun for SELU, Xavier for tanh, sigmoid and the rest: mlp.initializers).
     """
 
     def __init__(self, n_in, n_out, activation="identity", init=None):

@@ -5,6 +5,7 @@ A: model outputs (batch, n_out); Y: targets of the same shape (one-hot for class
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,7 +22,7 @@ class Metric:
     layer of n_out units (checked by compile)."""
     totals: Callable
     result: Callable
-    fits: Callable = lambda n_out: True
+    fits: Callable = None  # None: any output layer
 
 
 def _ratio(totals) -> float:
@@ -124,13 +125,17 @@ def _binary(n_out):
     return n_out <= 2
 
 
+def _several(n_out):
+    return n_out > 1
+
+
 METRICS = {
     "accuracy": Metric(_accuracy_totals, _ratio),
     "precision": Metric(_confusion_totals, _per_class("precision")),
     "recall": Metric(_confusion_totals, _per_class("recall")),
     "f1": Metric(_confusion_totals, _per_class("f1")),
     "auc": Metric(_auc_totals, _auc, _binary),
-    "top_k_accuracy": Metric(_top_k_totals, _ratio, lambda n_out: n_out > 1),
+    "top_k_accuracy": Metric(_top_k_totals, _ratio, _several),
     "mse": Metric(_squared_error_totals, _ratio),
     "mae": Metric(_absolute_error_totals, _ratio),
     "r2": Metric(_r2_totals, _r2),
@@ -165,15 +170,22 @@ def _named(metric, n_out):
                              f"-> float, not {metric!r:.60}")
         if name in METRICS or name in ("loss", "lr", "seconds") or name.startswith("val_"):
             raise ValueError(f"metric function {name!r} would be logged under a name fit already uses; rename it")
-        return name, Metric(lambda A, Y: ([A.copy()], [Y]), lambda totals: _call(metric, name, totals))
+        return name, Metric(_kept_outputs, functools.partial(_call, metric, name))  # picklable: models are
     if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}. Valid metrics: {', '.join(METRICS)}, or a function "
                          "(y_true, y_pred) -> float.")
-    if n_out is not None and not METRICS[metric].fits(n_out):
+    fits = METRICS[metric].fits
+    if n_out is not None and fits is not None and not fits(n_out):
         raise ValueError(f"metric {metric!r} does not apply to an output layer of {n_out} units "
                          + ("(binary ROC AUC: one sigmoid unit or two softmax units)" if metric == "auc"
                             else "(it needs several classes)"))
     return metric, METRICS[metric]
+
+
+def _kept_outputs(A, Y):
+    """A function metric's 'totals': the batch's outputs (copied: a compiled step reuses its
+    buffer) and targets, kept on the device and joined over the epoch."""
+    return [A.copy()], [Y]
 
 
 def _host(parts):

@@ -94,7 +94,8 @@ class Sequential:
         # training would never update. They are views of the flat buffers again.
         self.__dict__.update(state)
         self.__dict__.setdefault("_preprocessing", None)  # pickled before models carried it
-        self.__dict__.setdefault("_metrics", {name: metrics_mod.METRICS[name] for name in self.metrics})
+        if "_metrics" not in self.__dict__:  # pickled before models kept their metric definitions
+            self._metrics = {name: metrics_mod.METRICS[name] for name in self.metrics}
         self._bind_layers()
         for owned in [*self.layers, *([self.optimizer] if self.optimizer is not None else [])]:
             owned.owner = self

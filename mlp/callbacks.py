@@ -56,16 +56,24 @@ class Callback:
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs, and
-    restore the weights of the best epoch. Losses are minimised, accuracies maximised."""
+    restore the weights of the best epoch. `mode`: "min", "max", or "auto": losses and errors
+    are minimised, the registered scores (accuracy, precision, recall, f1, auc, top_k_accuracy,
+    r2) maximised, a metric function minimised unless mode="max" says otherwise."""
 
-    def __init__(self, patience=5, min_delta=0.0, monitor="val_loss", restore_best_weights=True):
+    def __init__(self, patience=5, min_delta=0.0, monitor="val_loss", restore_best_weights=True, mode="auto"):
+        from mlp.metrics import METRICS
+
         self.patience = validation.positive_int(patience, "patience")
         self.min_delta = validation.number(min_delta, "min_delta", low=0.0)
         if not isinstance(monitor, str):
             raise ValueError(f"monitor must be the name of a logged value, e.g. 'val_loss'; got {monitor!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
         self.monitor = monitor
         self.restore_best_weights = restore_best_weights
-        self.sign = -1.0 if "accuracy" in monitor else 1.0
+        name = monitor[4:] if monitor.startswith("val_") else monitor
+        rises = mode == "max" or (mode == "auto" and name in METRICS and METRICS[name].higher_is_better)
+        self.sign = -1.0 if rises else 1.0  # the value minimised is sign * monitor (mode is kept as this)
         self.start()
 
     def start(self):

@@ -279,7 +279,7 @@ def _check_fits(saved: Checkpoint, model):
     """The checkpoint matches `model`: architecture, optimizer and its state arrays, and a
     dropout generator state that the model's backend can take."""
     state, path, optimizer = saved.state, saved.path, model.optimizer
-    if saved.params.shape != (model.n_params,) or saved.header["layers"] != model.config()["layers"]:
+    if saved.params.shape != (model.n_params,) or _shapes(saved.header["layers"]) != _shapes(model.config()["layers"]):
         raise ModelFileError(f"the checkpoint {path!r} was saved from another architecture")
     if saved.header.get("dtype") != str(model.dtype):
         raise ModelFileError(f"the checkpoint {path!r} was saved from a {saved.header.get('dtype')} model; this one "
@@ -299,6 +299,13 @@ def _check_fits(saved: Checkpoint, model):
     except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
         raise _invalid(path, f"the dropout generator's state does not fit the {backend.name} backend: "
                              f"{error}") from None
+
+
+def _shapes(layers) -> list:
+    """The layers' configurations without their initialisers: once weights are restored, how they
+    were first drawn does not matter (and a default initialiser may have changed since)."""
+    return [{key: value for key, value in layer.items() if key != "init"} if isinstance(layer, dict) else layer
+            for layer in layers]
 
 
 def check_logged(saved: Checkpoint, names):

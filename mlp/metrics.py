@@ -23,6 +23,7 @@ class Metric:
     totals: Callable
     result: Callable
     fits: Callable = None  # None: any output layer
+    higher_is_better: bool = True  # which way early stopping watches it
 
 
 def _ratio(totals) -> float:
@@ -136,8 +137,8 @@ METRICS = {
     "f1": Metric(_confusion_totals, _per_class("f1")),
     "auc": Metric(_auc_totals, _auc, _binary),
     "top_k_accuracy": Metric(_top_k_totals, _ratio, _several),
-    "mse": Metric(_squared_error_totals, _ratio),
-    "mae": Metric(_absolute_error_totals, _ratio),
+    "mse": Metric(_squared_error_totals, _ratio, higher_is_better=False),
+    "mae": Metric(_absolute_error_totals, _ratio, higher_is_better=False),
     "r2": Metric(_r2_totals, _r2),
 }
 

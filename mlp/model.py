@@ -539,12 +539,17 @@ class Sequential:
         if not validation_split:
             return X, Y, R, None, None
         n = X.shape[0]
+        before = self._shuffle_rng.bit_generator.state
         order = self._shuffle_rng.permutation(n)
         n_val = int(round(n * validation_split))
         val, train = order[:n_val], order[n_val:]
         if R is not None:
             R = R[train]
-            R = R * (len(R) / R.sum()) if R.any() else None
+            if not R.any():
+                self._shuffle_rng.bit_generator.state = before  # refused: as if never drawn
+                raise ValueError(f"the {len(train)} samples the validation split leaves for training all have "
+                                 "weight zero; give more samples a weight, or lower validation_split")
+            R = R * (len(R) / R.sum())
         return X[train], Y[train], R, X[val], Y[val]
 
     # --- files ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ the model file: `mlp.load(path).predict_classes(X)` gives the original labels, a
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 
@@ -34,32 +35,69 @@ from mlp.preprocessing import Preprocessing
 
 
 SCHEDULES = ("constant", "invscaling", "adaptive")
+
+
+def _unchanged_on_error(method):
+    """A fit or partial_fit that raises leaves the estimator as it was (classes_, n_features_in_,
+    model_, ...): the attributes are put back. A network trained in place (partial_fit) is left to
+    mlp's own guarantee: its fit refuses bad arguments before changing anything."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+    return guarded
 _RENAMED = {"optimizer": "solver", "l2": "alpha"}  # this library's first names, still taken with a warning
 
 
 class _InvScaling(mlp.Callback):
-    """scikit-learn's learning_rate="invscaling": lr = learning_rate_init / (t + 1) ** power_t,
-    t the number of samples trained on so far (set before each step; reads no batch loss)."""
+    """scikit-learn's learning_rate="invscaling": after each epoch lr = learning_rate_init /
+    (t + 1) ** power_t, t the number of samples trained on so far (`t_`)."""
 
-    reads_batch_loss = False
+    def __init__(self, rate, power_t, seen):
+        self.rate, self.power_t, self.seen = rate, power_t, seen
 
-    def __init__(self, rate, power_t):
-        self.rate, self.power_t, self.seen = rate, power_t, 0
-
-    def on_train_begin(self, logs=None):
-        self.model.optimizer.lr = self.rate
-
-    def on_batch_end(self, batch, logs=None):
-        self.seen += logs["size"]
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen += self.params["samples"]
         self.model.optimizer.lr = self.rate / (self.seen + 1) ** self.power_t
 
 
-class _StopBelow(mlp.Callback):
-    """scikit-learn's learning_rate="adaptive" stops once the rate has fallen to 1e-6."""
+class _Convergence(mlp.Callback):
+    """scikit-learn's stopping rule, as its MLPs apply it after each epoch: an epoch that does not
+    improve the training loss by `tol` (with early_stopping: the validation score, accuracy or R^2)
+    counts; more than `n_iter_no_change` in a row stop training, or with learning_rate="adaptive"
+    divide the rate by 5 (stopping once it is at most 1e-6). With early_stopping the weights of
+    the best validation score are put back at the end."""
+
+    def __init__(self, monitor, tol, n_iter_no_change, adaptive):
+        self.monitor, self.tol, self.n_iter_no_change, self.adaptive = monitor, tol, n_iter_no_change, adaptive
+        self.rises = monitor.startswith("val_")  # a score; else the loss
+        self.best, self.count, self.best_params, self.scores = -np.inf if self.rises else np.inf, 0, None, []
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.model.optimizer.lr <= 1e-6:
-            self.model.stop_training = True
+        value = logs[self.monitor]
+        self.scores.append(value)
+        if self.rises:
+            self.count = self.count + 1 if value < self.best + self.tol else 0
+            if value > self.best:
+                self.best, self.best_params = value, self.model.params.copy()
+        else:
+            self.count = self.count + 1 if value > self.best - self.tol else 0
+            self.best = min(self.best, value)
+        if self.count > self.n_iter_no_change:
+            if self.adaptive and self.model.optimizer.lr > 1e-6:
+                self.model.optimizer.lr /= 5.0
+                self.count = 0
+            else:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_params is not None:
+            self.model.params[...] = self.best_params
 
 
 class _MLPEstimator(BaseEstimator):
@@ -69,7 +107,8 @@ class _MLPEstimator(BaseEstimator):
     learning_rate ("constant", "invscaling", "adaptive": for solver="sgd", as scikit-learn),
     learning_rate_init, power_t, max_iter (epochs), shuffle, random_state (an int or a
     RandomState), tol and n_iter_no_change (training stops when the loss, or with
-    early_stopping the validation loss, has not improved by tol for that many epochs),
+    early_stopping the validation score, has not improved by tol for more than that many epochs,
+    scikit-learn's rule),
     momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2,
     epsilon, warm_start, verbose. This library's own: backend, dtype (float64 by default here,
     as scikit-learn computes), init (a named initialiser), clip_norm."""
@@ -144,76 +183,110 @@ class _MLPEstimator(BaseEstimator):
         return OPTIMIZERS[solver](lr=rate, **options)
 
     # --- building -----------------------------------------------------------------------
-    def _build(self, n_features, n_outputs):
-        sizes = [n_features, *np.atleast_1d(self.hidden_layer_sizes).tolist(), n_outputs]
-        # an int seeds the model as given; a RandomState (scikit-learn's convention) gives one draw
-        seed = self.random_state if isinstance(self.random_state, (int, np.integer)) or self.random_state is None \
-            else int(check_random_state(self.random_state).randint(2**31))
-        model = mlp.MLP(sizes, activation=self.activation, output=self._output, backend=self.backend,
-                        dtype=self.dtype, seed=seed, init=self.init)
+    def _build(self, n_features, n_outputs, batch_weight, model=None):
+        """A compiled network for this fit: a new one, or `model`'s weights (a warm start) under
+        the current parameters, as scikit-learn makes a new optimizer for every fit.
+        `batch_weight`: a batch's rows, or the sum of their sample weights (their mean x rows)."""
+        if model is None:
+            sizes = [n_features, *np.atleast_1d(self.hidden_layer_sizes).tolist(), n_outputs]
+            # an int seeds the model as given; a RandomState (scikit-learn's convention) gives one draw
+            seed = self.random_state if isinstance(self.random_state, (int, np.integer)) or self.random_state is None \
+                else int(check_random_state(self.random_state).randint(2**31))
+            model = mlp.MLP(sizes, activation=self.activation, output=self._output, backend=self.backend,
+                            dtype=self.dtype, seed=seed, init=self.init)
+        else:
+            model = model.clone()
         solver, alpha, _, rate = self._settings()
-        model.compile(loss=self._loss, optimizer=self._optimizer(solver, rate), l2=alpha, clip_norm=self.clip_norm)
+        # scikit-learn's penalty is alpha/2 ||W||^2 over a batch's (weighted) rows: alpha W / rows in the gradient
+        model.compile(loss=self._loss, optimizer=self._optimizer(solver, rate), l2=alpha / (2 * batch_weight),
+                      clip_norm=self.clip_norm, metrics=self._metrics)
         return model
 
+    def _batch_size(self, n):
+        size = min(200, n) if self.batch_size == "auto" else self.batch_size
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                          UserWarning, stacklevel=4)
+            size = n  # as scikit-learn: clipped
+        return size
+
     def _fit(self, X, targets, epochs, incremental, sample_weight=None):
+        """Train a new network, a warm start (the weights of the last fit under the current
+        parameters), or partial_fit's next epoch on the same network and optimizer."""
         solver, _, schedule, rate = self._settings()
-        reuse = hasattr(self, "model_") and (incremental or self.warm_start)
-        if reuse and (self.model_.n_in != X.shape[1] or self.model_.n_out != self._n_outputs(targets)):
-            if self.model_.n_in != X.shape[1]:  # scikit-learn's own wording
-                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                                 f"{self.model_.n_in} features as input.")
+        fitted = hasattr(self, "model_")
+        reuse = fitted and (incremental or self.warm_start)
+        if reuse and self.model_.n_out != self._n_outputs(targets):
             raise ValueError(f"the targets have {self._n_outputs(targets)} outputs (classes) but the fitted "
                              f"model has {self.model_.n_out}; fit anew without warm_start")
-        if not reuse:
-            self.model_ = self._build(X.shape[1], self._n_outputs(targets))
-        self.model_.preprocessing = self._preprocessing()  # the classes of this fit, saved with the model
-        batch_size = min(200, X.shape[0]) if self.batch_size == "auto" else self.batch_size
-        if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size > X.shape[0]:
-            batch_size = X.shape[0]  # scikit-learn clips it (with a warning when asked for more)
-        history = self.model_.fit(X, targets, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
-                                  **self._stopping(incremental, schedule, solver, rate),
-                                  sample_weight=sample_weight, verbose=int(self.verbose))
-        self.loss_curve_ = (getattr(self, "loss_curve_", []) if reuse else []) + history["loss"]
-        self.loss_ = self.loss_curve_[-1]
-        if "val_loss" in history:
-            self.validation_loss_curve_ = history["val_loss"]
-            self.best_loss_ = min(history["val_loss"])
-        self.n_iter_ = getattr(self, "n_iter_", 0) * reuse + len(history.epoch)
-        self.t_ = getattr(self, "t_", 0) * reuse + len(history.epoch) * X.shape[0]
-        # predictions are computed in float64 from the trained weights (exact in float64): a
-        # float32 GEMM's rounding depends on the batch's shape (BLAS kernels per row count), and a
-        # sample's prediction must not depend on the samples beside it
-        self._predictor = self.model_ if self.model_.dtype == np.float64 else self.model_.clone(dtype="float64")
-        if not incremental and history.stopped_epoch is None and not self.model_.stop_training:
+        batch_size = self._batch_size(X.shape[0])
+        if incremental and fitted:
+            model = self.model_  # partial_fit goes on with the same optimizer state, as scikit-learn's
+        else:
+            mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight)) or 1.0
+            model = self._build(X.shape[1], self._n_outputs(targets), batch_size * mean_weight,
+                                self.model_ if reuse else None)
+        model.preprocessing = self._preprocessing()  # the classes of this fit, saved with the model
+        convergence = None if incremental else self._convergence(schedule, solver)
+        callbacks = [] if convergence is None else [convergence]
+        if schedule == "invscaling" and solver == "sgd" and not incremental:
+            callbacks.append(_InvScaling(rate, self.power_t, self.t_ if reuse else 0))
+        split = self.validation_fraction if self.early_stopping and not incremental else 0.0
+        history = model.fit(X, targets, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
+                            validation_split=split, callbacks=callbacks, sample_weight=sample_weight,
+                            verbose=int(self.verbose))
+        self.model_ = model
+        self._record(history, X.shape[0], reuse, convergence)
+        if convergence is not None and not model.stop_training:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning)
         return self
 
-    def _stopping(self, incremental, schedule, solver, rate):
-        """fit's early stopping and schedule arguments for scikit-learn's tol, n_iter_no_change,
-        early_stopping and learning_rate. partial_fit runs one epoch: none of them."""
-        if incremental:
-            return {}
-        patience = validation.positive_int(self.n_iter_no_change, "n_iter_no_change")
+    def _convergence(self, schedule, solver):
         tol = validation.number(self.tol, "tol", low=0.0)
-        monitor = "val_loss" if self.early_stopping else "loss"
-        arguments = {"validation_split": self.validation_fraction if self.early_stopping else 0.0, "callbacks": []}
-        adaptive = schedule == "adaptive" and solver == "sgd"
-        if adaptive:  # the rate falls fivefold on a plateau; training ends when it reaches 1e-6
-            arguments["lr_schedule"] = mlp.ReduceLROnPlateau(factor=0.2, patience=patience, min_delta=tol)
-            arguments["callbacks"].append(_StopBelow())
-        else:
-            arguments["early_stopping"] = mlp.EarlyStopping(patience=patience, min_delta=tol, monitor=monitor,
-                                                            restore_best_weights=bool(self.early_stopping))
-        if schedule == "invscaling" and solver == "sgd":
-            arguments["callbacks"].append(_InvScaling(rate, self.power_t))
-        return arguments
+        patience = validation.integer(self.n_iter_no_change, "n_iter_no_change", low=1)
+        monitor = f"val_{self._metrics[0]}" if self.early_stopping else "loss"
+        return _Convergence(monitor, tol, patience, adaptive=schedule == "adaptive" and solver == "sgd")
 
+    def _record(self, history, n, reuse, convergence):
+        """The fitted attributes scikit-learn's MLPs have, from this fit's History."""
+        self.loss_curve_ = (self.loss_curve_ if reuse else []) + history["loss"]
+        self.loss_ = self.loss_curve_[-1]
+        self.n_iter_ = (self.n_iter_ if reuse else 0) + len(history.epoch)
+        self.t_ = (self.t_ if reuse else 0) + len(history.epoch) * n
+        early = convergence is not None and self.early_stopping
+        self.best_loss_ = None if early else min(self.loss_curve_)
+        self.validation_scores_ = convergence.scores if early else None
+        self.best_validation_score_ = convergence.best if early else None
+        self.n_layers_ = len(self.model_.dense_layers) + 1
+        self.n_outputs_ = self.model_.n_out
+        self.out_activation_ = self._output
+        # predictions are computed in float64 from the trained weights (exact in float64): a
+        # float32 GEMM's rounding depends on the batch's shape (BLAS kernels per row count), and a
+        # sample's prediction must not depend on the samples beside it
+        self._predictor = self.model_ if self.model_.dtype == np.float64 else self.model_.clone(dtype="float64")
+
+    @property
+    def coefs_(self):
+        """The weight matrices as scikit-learn lays them out: (n_in, n_out) per layer."""
+        check_is_fitted(self, "model_")
+        return [W.T for W, _ in self.model_.get_weights()]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self, "model_")
+        return [b for _, b in self.model_.get_weights()]
+
+    @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
         """Train for max_iter epochs (fewer when it converges, see tol). `sample_weight`: (n_samples,)."""
-        X, targets = self._validate(X, y, reset=True)
+        X, targets = self._validate(X, y, reset=not self._warm())
         sample_weight = self._checked_weights(sample_weight, X)
         return self._fit(X, targets, self.max_iter, incremental=False, sample_weight=sample_weight)
+
+    def _warm(self):
+        """Whether this fit starts from the last one's weights (checked against its features)."""
+        return bool(self.warm_start) and hasattr(self, "model_")
 
     def _checked_weights(self, sample_weight, X):
         if sample_weight is None:
@@ -251,7 +324,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     Labels may be any values (strings, -1/1, ...): they are encoded to 0..k-1 and `classes_`
     maps them back."""
 
-    _loss, _output = "cross_entropy", "softmax"
+    _loss, _output, _metrics = "cross_entropy", "softmax", ["accuracy"]
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, class_weight=None, **options):
         """`class_weight`: None, "balanced" or {label: weight}, as scikit-learn's classifiers; the
@@ -272,6 +345,9 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     def _validate(self, X, y, reset, classes=None):
         X, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32])
         check_classification_targets(y)
+        if self._warm() and classes is None and not np.array_equal(np.unique(y), self.classes_):
+            raise ValueError("warm_start can only be used where `y` has the same classes as in the previous call "
+                             f"to fit. Previously got {self.classes_}, `y` has {np.unique(y)}")
         if reset or not hasattr(self, "classes_"):
             self.classes_ = np.unique(y) if classes is None else np.unique(classes)
             if len(self.classes_) < 2:
@@ -281,18 +357,23 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
             raise ValueError(f"y contains labels {list(unknown)} that are not in classes_ {list(self.classes_)}")
         return X, y  # the original labels: the model maps them to its output units by its classes
 
+    @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
         """Train for max_iter epochs (fewer when it converges, see tol). `sample_weight`: (n_samples,),
         multiplied by the weight of each sample's class from `class_weight`."""
-        X, targets = self._validate(X, y, reset=True)
+        X, targets = self._validate(X, y, reset=not self._warm())
         weights = self._class_weighted(self._checked_weights(sample_weight, X), targets)
         return self._fit(X, targets, self.max_iter, incremental=False, sample_weight=weights)
 
+    @_unchanged_on_error
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on (X, y). The first call must give `classes` (all labels there will be)."""
         first = not hasattr(self, "model_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
+        if isinstance(self.class_weight, str):
+            raise ValueError(f"class_weight={self.class_weight!r} is not supported for partial_fit: each call sees "
+                             "part of the data. Use compute_class_weight on all of y and pass the dict")
         X, targets = self._validate(X, y, reset=first, classes=classes)
         weights = self._class_weighted(self._checked_weights(sample_weight, X), targets)
         return self._fit(X, targets, 1, incremental=True, sample_weight=weights)
@@ -315,7 +396,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
 class MLPRegressor(RegressorMixin, _MLPEstimator):
     """A multilayer perceptron regressor: identity output, mean squared error."""
 
-    _loss, _output = "mse", "identity"
+    _loss, _output, _metrics = "mse", "identity", ["r2"]
 
     def _n_outputs(self, targets):
         return targets.shape[1]
@@ -331,6 +412,7 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
             self._y_1d = y.ndim == 1
         return X, y.reshape(len(y), -1)
 
+    @_unchanged_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch on (X, y)."""
         X, targets = self._validate(X, y, reset=not hasattr(self, "model_"))

@@ -106,20 +106,20 @@ def fit(model, X, y, **options):
     try:
         hooks.on_train_begin()
         for epoch in range(run.first_epoch, run.epochs):
+            if ctrl_c.requested or model.stop_training:  # asked between epochs (or before the first)
+                break
             hooks.on_epoch_begin(epoch)
             logs = run.epoch(epoch, ctrl_c)
             if logs is None:  # stopped within the epoch: its partial result is not logged
-                if ctrl_c.requested:
-                    history.interrupted = True
-                    bar.close()
-                    bar.say(f"Interrupted (Ctrl-C) in epoch {epoch + 1}, after step {run.epoch.step + 1} of "
-                            f"{run.epoch.steps}: the weights are those of that step; the history holds the "
-                            f"{len(history.epoch)} epochs that finished")
                 break
             run.log(epoch, logs)
             hooks.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
+        if ctrl_c.requested:
+            history.interrupted = True
+            bar.close()
+            bar.say(f"Interrupted (Ctrl-C) in epoch {run.epoch.epoch + 1}, after {run.epoch.done} of its "
+                    f"{run.epoch.steps} steps: the weights are those of the last step; the history holds the "
+                    f"{len(history.epoch)} epochs that finished")
         hooks.on_train_end()
     except Exception as error:
         if run.parallel is not None and run.parallel.size > 1:  # stop every rank, not just this one
@@ -178,7 +178,7 @@ def _prepare(model, X, y, *, epochs, batch_size, shuffle, validation_data, valid
     if distributed_mod.requested(distributed):
         run.parallel = _data_parallel(model, diagnostics, X, Y, R, dict(
             epochs=epochs, batch_size=batch_size, shuffle=shuffle, validation_split=validation_split,
-            validation_data=validation_data, early_stopping=early_stopping, lr_schedule=lr_schedule,
+            validation_data=validation_data, early_stopping=stopper, lr_schedule=lr_schedule,
             resume=resume is not None))
         if run.parallel.rank != 0:
             verbose, checkpoint = 0, None  # rank 0 alone prints and writes
@@ -247,14 +247,14 @@ def _stopper(EarlyStopping, early_stopping, user_callbacks):
 
 class _Epoch:
     """One epoch of steps: returns its logs (loss and training metrics), or None when Ctrl-C or
-    a callback stopped it part-way."""
+    a callback stopped it before its last step."""
 
     def __init__(self, model, X, Y, R, batch, steps, shuffle, parallel, diagnostics, hooks, last_finite):
         self.model, self.X, self.Y, self.R = model, X, Y, R
         self.batch, self.steps, self.shuffle = batch, steps, shuffle
         self.parallel, self.diagnostics, self.hooks = parallel, diagnostics, hooks
         self.last_finite = last_finite
-        self.record = None
+        self.record, self.epoch, self.done = None, 0, 0
 
     def __call__(self, epoch, ctrl_c):
         from mlp import diagnostics as diagnostics_mod
@@ -262,10 +262,11 @@ class _Epoch:
         model, backend, loss, n = self.model, self.model.backend, self.model.loss, self.X.shape[0]
         self.last_finite.take(epoch)
         index = backend.asarray(model._shuffle_rng.permutation(n)) if self.shuffle else None
-        self.started = time.perf_counter()
+        self.started, self.epoch, self.done = time.perf_counter(), epoch, 0
         total, totals, self.record = 0.0, dict.fromkeys(model.metrics), None
         for step in range(self.steps):
-            self.step = step
+            if ctrl_c.requested or model.stop_training:  # checked before a step: none runs once asked
+                return None
             start, stop = step * self.batch, min((step + 1) * self.batch, n)
             rows = slice(start, stop) if index is None else index[start:stop]
             if self.parallel is not None:
@@ -288,9 +289,8 @@ class _Epoch:
             total = total + value * loss.normaliser(outputs[-1].shape)
             for name in model.metrics:
                 totals[name] = metrics_mod.add(totals[name], model._metrics[name].totals(outputs[-1], Yb))
+            self.done = step + 1
             self.hooks.on_batch_end(step, value, stop - start)
-            if ctrl_c.requested or model.stop_training:
-                return None
         if self.parallel is not None:
             total, totals = self.parallel.reduce_epoch(total, totals)
         logs = {"loss": float(total / loss.normaliser(self.Y.shape))}

@@ -58,6 +58,9 @@ def classes_of(Y, loss_name):
                          f"this model trains with {loss_name!r}: use sample_weight")
     if Y.shape[1] == 1:
         return (Y[:, 0] > 0.5).astype(np.intp)
+    if loss_name == "binary_cross_entropy":
+        raise ValueError(f"class_weight needs one class per sample; these targets are {Y.shape[1]} independent "
+                         "0/1 labels (multi-label binary cross-entropy): weigh the samples with sample_weight")
     return np.argmax(Y, axis=1)
 
 

@@ -167,3 +167,25 @@ def test_summary_prints_and_returns_the_text(capsys):
     text = model().summary()
     assert capsys.readouterr().out.strip() == text.strip() and "total params: 58" in text
     assert model().summary(print_fn=None) == text and capsys.readouterr().out == ""
+
+
+def test_a_stop_asked_before_any_step_takes_none():
+    class StopAtOnce(mlp.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.stop_training = True
+
+    X, y = data()
+    net = model()
+    before = net.params.copy()
+    history = net.fit(X, y, epochs=3, verbose=0, callbacks=[StopAtOnce()])
+    assert history.epoch == [] and np.array_equal(net.params, before)
+
+
+@pytest.mark.parametrize("monitor,mode,sign", [
+    ("val_loss", "auto", 1.0), ("val_accuracy", "auto", -1.0), ("val_auc", "auto", -1.0), ("r2", "auto", -1.0),
+    ("val_mae", "auto", 1.0), ("val_my_score", "auto", 1.0), ("val_my_score", "max", -1.0), ("val_f1", "min", 1.0),
+])
+def test_early_stopping_knows_which_way_each_metric_improves(monitor, mode, sign):
+    assert mlp.EarlyStopping(monitor=monitor, mode=mode).sign == sign
+    with pytest.raises(ValueError, match="mode must be"):
+        mlp.EarlyStopping(mode="up")

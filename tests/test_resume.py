@@ -276,3 +276,16 @@ def test_an_early_stopping_object_from_an_earlier_fit_can_resume_a_checkpoint(tm
     again = mlp.EarlyStopping(patience=3, monitor="loss")
     again.stopped_epoch = 1  # as if it had stopped an earlier fit: the checkpoint's null must still load
     model.fit(X, y, epochs=2, verbose=0, resume=path, early_stopping=again)
+
+
+def test_a_checkpoint_resumes_whatever_initialiser_its_layers_were_drawn_with(tmp_path):
+    """Once weights are restored, how they were first drawn does not matter: a checkpoint of a run
+    whose layers name another initialiser (an older default) resumes."""
+    X, y = mlp.datasets.moons(n=40, seed=0)
+    path = tmp_path / "ck.npz"
+    first = mlp.MLP([2, 8, 2], output="softmax", init="he_normal", seed=0).compile(loss="cross_entropy")
+    first.fit(X, y, epochs=1, verbose=0, checkpoint=path)
+    later = mlp.MLP([2, 8, 2], output="softmax", seed=0).compile(loss="cross_entropy")
+    history = later.fit(X, y, epochs=2, verbose=0, resume=path)
+    assert history.epoch == [0, 1]
+    np.testing.assert_array_equal(mlp.load(path).params, first.params)

@@ -54,54 +54,71 @@ def test_scikit_learn_parameter_names_reach_the_model():
     assert [layer.n_out for layer in model.dense_layers] == [7, 5, 2]
     assert model.dense_layers[0].activation.name == "tanh"
     assert type(model.optimizer).__name__ == "SGD" and model.optimizer.momentum == 0.5
-    assert not model.optimizer.nesterov and model.optimizer.lr == 0.05 and model.l2 == 0.01
+    assert not model.optimizer.nesterov and model.optimizer.lr == 0.05 and model.l2 == 0.01 / (2 * 16)
     adam = mlp.MLPRegressor(beta_1=0.8, beta_2=0.99, epsilon=1e-6, max_iter=1).fit(X, y).model_.optimizer
     assert (adam.beta1, adam.beta2, adam.eps) == (0.8, 0.99, 1e-6)
 
 
-def test_tol_and_n_iter_no_change_stop_as_in_scikit_learn():
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("solver,schedule", [("adam", "constant"), ("sgd", "adaptive")])
+def test_tol_and_n_iter_no_change_stop_where_scikit_learns_do(early_stopping, solver, schedule):
+    """scikit-learn's own MLP on the same data stops after as many epochs (a tol no epoch can meet:
+    the count of epochs alone decides, whatever the two libraries' losses)."""
+    from sklearn.neural_network import MLPClassifier
+
     X, y = mlp.datasets.moons(n=40, seed=0)
-    clf = mlp.MLPClassifier(max_iter=500, tol=10.0, n_iter_no_change=3, random_state=0).fit(X, y)
-    assert clf.n_iter_ == 4  # the first epoch improves on nothing; no later one by 10: n_iter_no_change more
+    settings = dict(max_iter=500, tol=10.0, n_iter_no_change=3, early_stopping=early_stopping, solver=solver,
+                    learning_rate=schedule, random_state=0)
+    ours = mlp.MLPClassifier(**settings).fit(X, y)
+    theirs = MLPClassifier(**settings).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert (ours.best_loss_ is None) == (theirs.best_loss_ is None) == early_stopping
+    assert len(ours.validation_scores_ or []) == len(theirs.validation_scores_ or [])
     with pytest.warns(sklearn.exceptions.ConvergenceWarning, match="Maximum iterations"):
         mlp.MLPClassifier(max_iter=2, random_state=0).fit(X, y)
 
 
-def test_learning_rate_schedules_for_sgd():
+def test_a_refused_fit_leaves_the_estimator_as_it_was():
     X, y = mlp.datasets.moons(n=40, seed=0)
-    inv = mlp.MLPClassifier(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1, power_t=0.5,
-                            batch_size=10, max_iter=2, tol=0.0, random_state=0).fit(X, y)
-    assert len(inv.loss_curve_) == 2
-    with pytest.raises(ValueError, match="'learning_rate' parameter"):
-        mlp.MLPClassifier(learning_rate="cyclic").fit(X, y)
-    adaptive = mlp.MLPClassifier(solver="sgd", learning_rate="adaptive", tol=10.0, n_iter_no_change=1,
-                                 max_iter=200, random_state=0)
-    adaptive.fit(X, y)  # the rate falls fivefold each epoch without improvement, down to 1e-6
-    assert adaptive.n_iter_ < 20
+    clf = mlp.MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    before = (clf.model_, clf.n_features_in_, list(clf.classes_), clf.predict_proba(X))
+    with pytest.raises(ValueError):
+        clf.set_params(n_iter_no_change=0).fit(X, y)
+    with pytest.raises(ValueError):
+        clf.set_params(n_iter_no_change=10).fit(X[:, :1], y, sample_weight=-np.ones(80))
+    with pytest.raises(ValueError, match="same classes"):
+        clf.set_params(warm_start=True).fit(X, np.where(y == 1, "b", "a"))
+    assert (clf.model_, clf.n_features_in_, list(clf.classes_)) == before[:3]
+    np.testing.assert_array_equal(clf.predict_proba(X), before[3])
 
 
-def test_the_first_names_still_work_with_a_warning():
+def test_a_warm_start_trains_under_the_current_parameters():
     X, y = mlp.datasets.moons(n=40, seed=0)
-    with pytest.warns(FutureWarning, match="learning_rate_init"):
-        old = mlp.MLPClassifier(learning_rate=0.05, max_iter=1, random_state=0).fit(X, y)
-    assert old.model_.optimizer.lr == 0.05
-    with pytest.warns(FutureWarning, match="solver"):
-        assert type(mlp.MLPClassifier(optimizer="sgd", max_iter=1).fit(X, y).model_.optimizer).__name__ == "SGD"
-    with pytest.warns(FutureWarning, match="alpha"):
-        assert mlp.MLPRegressor(l2=0.5, max_iter=1).fit(X, y).model_.l2 == 0.5
+    clf = mlp.MLPClassifier(max_iter=2, random_state=0, warm_start=True).fit(X, y)
+    first = clf.model_.params.copy()
+    clf.set_params(solver="sgd", learning_rate_init=0.5, alpha=1.0, max_iter=1).fit(X, y)
+    assert type(clf.model_.optimizer).__name__ == "SGD" and clf.model_.optimizer.lr == 0.5
+    assert clf.model_.l2 == 1.0 / (2 * 80)  # scikit-learn's alpha/2 ||W||^2 over a batch of 80
+    assert clf.n_iter_ == 3 and not np.array_equal(clf.model_.params, first)
 
 
-def test_sample_and_class_weights_reach_the_fit():
-    X, y = mlp.datasets.moons(n=60, seed=0)
-    weights = np.where(y == 1, 3.0, 1.0)
-    by_sample = mlp.MLPClassifier(max_iter=5, random_state=0, tol=0.0).fit(X, y, sample_weight=weights)
-    by_class = mlp.MLPClassifier(max_iter=5, random_state=0, tol=0.0, class_weight={0: 1.0, 1: 3.0}).fit(X, y)
-    np.testing.assert_array_equal(by_sample.model_.params, by_class.model_.params)
-    plain = mlp.MLPClassifier(max_iter=5, random_state=0, tol=0.0).fit(X, y)
-    assert not np.array_equal(plain.model_.params, by_class.model_.params)
-    labels = np.where(y == 1, "b", "a")
-    named = mlp.MLPClassifier(max_iter=5, random_state=0, tol=0.0, class_weight={"a": 1.0, "b": 3.0}).fit(X, labels)
-    np.testing.assert_array_equal(named.model_.params, by_class.model_.params)
-    balanced = mlp.MLPClassifier(max_iter=1, class_weight="balanced").partial_fit(X, y, classes=[0, 1],
-                                                                                   sample_weight=weights)
-    assert balanced.n_iter_ == 1
+def test_alpha_penalises_as_scikit_learns():
+    """A full-batch SGD step from the same weights reaches scikit-learn's weights: its penalty is
+    alpha/2 ||W||^2 divided by the batch's rows (softmax and cross-entropy alike in both)."""
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)  # three classes: a softmax output in both
+    settings = dict(hidden_layer_sizes=(5,), activation="tanh", solver="sgd", momentum=0.0, alpha=0.3,
+                    learning_rate_init=0.1, batch_size=30, shuffle=False, random_state=0)
+    theirs, ours = MLPClassifier(**settings), mlp.MLPClassifier(**settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.partial_fit(X, y, classes=[0, 1, 2])
+        ours.partial_fit(X, y, classes=[0, 1, 2])
+        ours.model_.set_weights([(W.T, b) for W, b in zip(theirs.coefs_, theirs.intercepts_)])
+        theirs.partial_fit(X, y)  # one step each, from the same weights
+        ours.partial_fit(X, y)
+    for mine, reference in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(mine, reference, rtol=1e-10, atol=1e-12)

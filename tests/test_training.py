@@ -312,7 +312,7 @@ def test_ctrl_c_stops_fit_after_the_step_under_way_and_returns_the_history():
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["epochs"] == [0, 1, 2] and outcome["interrupted"] and outcome["handler_restored"]
     assert 0 < outcome["accuracy"] <= 1
-    assert "Interrupted (Ctrl-C) in epoch 4, after step 1 of 25" in result.stderr  # 800 samples, batch 32
+    assert "Interrupted (Ctrl-C) in epoch 4, after 0 of its 25 steps" in result.stderr  # asked before its first step
 
 
 def test_predict_proba_and_predict_classes_and_accuracy_agree():

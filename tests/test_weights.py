@@ -155,3 +155,47 @@ def test_validation_split_keeps_each_row_with_its_weight(rng):
     twin._shuffle_rng.permutation(40)
     twin.fit(X[train], y[train], epochs=2, verbose=0, sample_weight=weights[train])
     np.testing.assert_allclose(twin.params, model.params, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=LONG)])
+def test_a_weighted_threaded_step_with_penalty_and_clipping_matches_reference(monkeypatch, dtype, rng):
+    """The weighted compiled step on its threaded plan (products and row passes split across
+    threads, the loss a prange reduction), with L2 and clipping, against NumPy."""
+    pytest.importorskip("numba")
+    from mlp.kernels import numba_plan
+
+    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)  # the whole compiled step
+    sizes, batch = [16, 64, 64, 5], 512  # 512 rows x 5440 weights: over numba_plan.SPLIT_WORK
+    X, y = rng.normal(size=(1024, 16)), rng.integers(0, 5, size=1024)
+    weights = weights_for(1024, rng)
+    results = []
+    for backend in ("numpy", "numba"):
+        model = mlp.MLP(sizes, activation="tanh", output="softmax", backend=backend, dtype=dtype, seed=3)
+        model.compile(loss="cross_entropy", optimizer=mlp.Adam(0.01), l2=1e-3, clip_norm=1.0)
+        if backend == "numba":
+            plan = numba_plan.step_plan(model, batch, weighted=True)
+            assert plan.split and plan.weighted and plan.clip and plan.l2
+        history = model.fit(X, y, epochs=2, batch_size=batch, verbose=0, sample_weight=weights)
+        results.append((history["loss"], model.backend.to_numpy(model.params)))
+    assert_close(results[1][0], results[0][0], dtype, scale=10)
+    assert_close(results[1][1], results[0][1], dtype, scale=50)
+
+
+def test_a_split_that_leaves_only_zero_weights_for_training_is_refused(rng):
+    X, y = problem("cross_entropy", 3, 20, rng)
+    model = mlp.MLP([6, 4, 3], output="softmax", seed=1).compile(loss="cross_entropy", optimizer="adam")
+    order = np.random.default_rng(np.random.SeedSequence(1).spawn(3)[1]).permutation(20)  # the split's draw
+    weights = np.zeros(20)
+    weights[order[:10]] = 1.0  # only the validation half weighs anything
+    state = model._shuffle_rng.bit_generator.state
+    with pytest.raises(ValueError, match="all have weight zero"):
+        model.fit(X, y, epochs=1, verbose=0, validation_split=0.5, sample_weight=weights)
+    assert model._shuffle_rng.bit_generator.state == state  # as if never drawn
+
+
+def test_class_weight_refuses_multi_label_targets(rng):
+    X = rng.normal(size=(20, 6))
+    Y = rng.integers(0, 2, size=(20, 3))
+    model = mlp.MLP([6, 4, 3], output="sigmoid", seed=1).compile(loss="bce", optimizer="adam")
+    with pytest.raises(ValueError, match="one class per sample"):
+        model.fit(X, Y, epochs=1, verbose=0, class_weight={0: 2.0})

@@ -216,12 +216,12 @@ def _loss_and_output_delta(plan, L, out, split) -> list:
     """The loss summed over the batch into `loss` and the output delta D_L, row by row. A
     weighted plan scales row i's terms and delta by its weight R[i, 0] (mlp.losses)."""
     src = Source("python", 1)
-    weight = "w * " if plan.weighted else ""
-    scale = "scale" if plan.weighted else "inv_norm"
+    weight = "row_weight * " if plan.weighted else ""
+    scale = "row_scale" if plan.weighted else "inv_norm"
     with src.loop("i", "n", parallel=split):
         if plan.weighted:
-            src.declare("w", "R[i, 0]")
-            src.declare("scale", "inv_norm * w")
+            src.declare("row_weight", "R[i, 0]")
+            src.declare("row_scale", "inv_norm * row_weight")
         if plan.fused and out.activation == "softmax":  # from the logits in A_L
             src.declare("row_loss", "0.0")
             rowwise.softmax_cross_entropy_row(

@@ -15,6 +15,11 @@ logs)` runs after every step with logs {"loss": that batch's loss, "size": its r
 loss is read back as a Python float, one host round trip a step (on a GPU a device sync;
 on the CPU about a microsecond), paid only when a callback overrides on_batch_end.
 
+In data-parallel training every rank runs the callbacks: the epoch logs are the reduced ones,
+the same everywhere, so a callback that decides from them decides alike on every rank (one that
+stops a single rank would leave the others waiting in a collective); `on_batch_end`'s loss is
+that rank's share of the batch's.
+
 Early stopping, learning-rate schedules, checkpoints and the progress display are callbacks
 too (EarlyStopping can be given in `callbacks` or as `early_stopping=`); fit runs its own
 ones first, yours after them, and a checkpoint last, so that it saves what the others did.

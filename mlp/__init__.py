@@ -10,11 +10,13 @@ from mlp.gradcheck import gradcheck
 from mlp.io import load
 from mlp.layers import Dense, Dropout
 from mlp.linear import Perceptron, least_squares
+from mlp.batchnorm import BatchNorm
 from mlp.callbacks import Callback, EarlyStopping
 from mlp.model import MLP, Sequential
 from mlp.training import History
 from mlp.optimizers import OPTIMIZERS as _OPTIMIZERS
 from mlp.preprocessing import Preprocessing
+from mlp.residual import Residual
 from mlp.schedules import CosineLR, ExponentialLR, ReduceLROnPlateau, StepLR
 
 __version__ = "0.1.0"
@@ -32,7 +34,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'mlp' has no attribute {name!r}")
 
 __all__ = [
-    "MLP", "Sequential", "Dense", "Dropout", *(_cls.__name__ for _cls in _OPTIMIZERS.values()), "EarlyStopping",
+    "MLP", "Sequential", "Dense", "Dropout", "BatchNorm", "Residual",
+    *(_cls.__name__ for _cls in _OPTIMIZERS.values()), "EarlyStopping",
     "Callback", "History",
     "StepLR", "ExponentialLR", "CosineLR", "ReduceLROnPlateau", "Perceptron", "least_squares",
     "gradcheck", "diagnose", "load", "get_backend", "available_backends", "one_hot",

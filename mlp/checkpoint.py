@@ -344,6 +344,8 @@ def restore(saved: Checkpoint, model, history, schedule=None, stopper=None) -> i
     schedule_fields, stopper_fields = _checked_run_state(saved, schedule, stopper)
 
     model.params[...] = backend.asarray(saved.params, model.dtype)
+    if "state" in saved.arrays:
+        model.state[...] = backend.asarray(saved.arrays["state"], model.dtype)
     for name, value in optimizer.state_arrays().items():
         value[...] = backend.asarray(saved.arrays[f"optimizer_{name}"], model.dtype)
     if hasattr(optimizer, "step"):

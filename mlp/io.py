@@ -170,10 +170,14 @@ def save(model, path, extra_header=None, extra_arrays=None):
                              "metrics": [name for name in model.metrics if name in metrics.METRICS]}  # not functions
     if extra_arrays:
         header["array_sha256"] = {name: digest(array) for name, array in extra_arrays.items()}
+    state = {}
+    if model.state.size:  # non-trainable state (BatchNorm's running statistics), as long as its layers say
+        state = {"state": model.backend.to_numpy(model.state)}
+        header["state_sha256"] = digest(state["state"])
     header = json.loads(json.dumps(header))  # exactly what a reader will parse
     header["header_sha256"] = header_digest(header)
     atomic_write_npz(path, {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-                            "params": params, **extra_arrays})
+                            "params": params, **state, **extra_arrays})
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -342,7 +346,8 @@ def read(path, extra_arrays=None):
     """(header dict, params array, other arrays by name) of a model file, checked.
 
     `extra_arrays(header)` names the other members to read (checkpoints: the optimizer's and
-    early stopping's arrays), each as long as `params`; every other member is left unread."""
+    early stopping's arrays), each as long as `params`; the layers' non-trainable `state` is read
+    when they declare one; every other member is left unread."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"no model file at {path!r}")
@@ -360,6 +365,12 @@ def read(path, extra_arrays=None):
                                  "the file was modified or damaged")
         names = list(extra_arrays(header)) if extra_arrays is not None else []
         extras = {}
+        n_state = sum(layer.n_state for layer in _layers(header, path))
+        if n_state:
+            extras["state"] = _read_array(archive, "state", path, archive_size, dtypes, length=n_state)
+            if header.get("state_sha256") != digest(extras["state"]):
+                raise ModelFileError(f"the state (running statistics) in {path!r} does not match its checksum: "
+                                     "the file was modified or damaged")
         for name in names:
             expected = _array_digest(header, name, path)
             extras[name] = _read_array(archive, name, path, archive_size, _ARRAY_DTYPES, length=n_params)
@@ -375,13 +386,15 @@ def load(path, backend=None):
     from mlp.model import Sequential
 
     backend = get_backend(backend)  # an unknown backend is the caller's error, not the file's
-    header, params, _ = read(path)
+    header, params, arrays = read(path)
     path = os.fspath(path)
     try:
         model = Sequential(_layers(header, path), backend=backend, dtype=header["dtype"])
     except (TypeError, ValueError) as error:  # layers that do not chain, a last layer that is not Dense
         raise _bad(path, f"its architecture is invalid: {error}") from None
     model.params[...] = model.backend.asarray(params, model.dtype)
+    if "state" in arrays:
+        model.state[...] = model.backend.asarray(arrays["state"], model.dtype)
     if header.get("preprocessing") is not None:
         from mlp import preprocessing
 

@@ -5,13 +5,33 @@ parameter buffer, `dW` and `db` views into its flat gradient buffer (see Sequent
 """
 from __future__ import annotations
 
+import numpy as np
+
 from mlp import activations, initializers
 from mlp.owned import Owned
 from mlp.validation import number, positive_int
 
 
 class Layer(Owned):
+    """A layer's place in a model: `n_params` trainable values in the model's flat parameter
+    buffer (bound as views by `bind`), `n_state` non-trainable ones in its state buffer
+    (`bind_state`: BatchNorm's running statistics), `initialize` filling them."""
+
     n_params = 0
+    n_state = 0
+
+    def bind(self, params, grads):
+        """Point this layer's parameters and gradients at its slices of the flat buffers."""
+
+    def bind_state(self, state):
+        """Point this layer's non-trainable state at its slice of the model's state buffer."""
+
+    def initialize(self, rng, put):
+        """Initial values: `put(view, host array)` writes each; draws come from `rng` in order."""
+
+    def dense(self) -> list:
+        """The Dense layers in this one, in order (penalties, get_weights, plans)."""
+        return []
 
     def config(self) -> dict:
         raise NotImplementedError
@@ -25,25 +45,42 @@ class Dense(Layer):
     family, LeCun for SELU, Xavier for tanh, sigmoid and the rest: mlp.initializers).
     """
 
-    def __init__(self, n_in, n_out, activation="identity", init=None):
+    def __init__(self, n_in, n_out, activation="identity", init=None, bias=True):
         self.n_in = positive_int(n_in, "n_in")
         self.n_out = positive_int(n_out, "n_out")
         self.activation = activations.get(activation)
         self.init = initializers.resolve(init or self.activation.init)
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be True or False; got {bias!r}")
+        self.bias = bias  # False: b is zero and stays so (before a BatchNorm, whose beta takes its place)
         self.W = self.b = self.dW = self.db = None  # views, bound by the model
         self.Z = None  # kept by a training pass when the activation's derivative reads it
 
     @property
     def n_params(self):
-        return self.n_out * self.n_in + self.n_out
+        return self.n_out * self.n_in + self.n_out * self.bias
+
+    def dense(self):
+        return [self]
+
+    def initialize(self, rng, put):
+        """W by the layer's initialiser, drawn on the host in float64 (equal on every backend);
+        b at zero, or drawn after W by initialisers that draw biases."""
+        W = initializers.initial_weights(self.init, rng, self.n_in, self.n_out)
+        put(self.W, W)
+        if self.bias:
+            put(self.b, initializers.initial_biases(self.init, rng, self.n_in, self.n_out))
 
     def bind(self, params, grads):
         """Point W, b, dW, db at this layer's slices of the flat buffers."""
         w_end = self.n_out * self.n_in
         self.W = params[:w_end].reshape(self.n_out, self.n_in)
-        self.b = params[w_end:]
         self.dW = grads[:w_end].reshape(self.n_out, self.n_in)
-        self.db = grads[w_end:]
+        if self.bias:
+            self.b, self.db = params[w_end:], grads[w_end:]
+        else:  # zeros outside the buffers (on the buffers' device): the backends add b and write db as
+            # ever, and nothing trains them
+            self.b, self.db = (np.zeros_like(params, shape=(self.n_out,)) for _ in range(2))
 
     # X (batch, n_in) . W (n_out, n_in)^T + b -> A (batch, n_out)
     def forward(self, backend, X, keep=False):
@@ -62,11 +99,13 @@ class Dense(Layer):
         return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr, self.b, self.Z)
 
     def config(self):
-        return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,
-                "activation": self.activation.config(), "init": self.init}
+        config = {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,
+                  "activation": self.activation.config(), "init": self.init}
+        return config if self.bias else {**config, "bias": False}
 
     def __repr__(self):
-        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r})"
+        no_bias = "" if self.bias else ", bias=False"
+        return f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r}{no_bias})"
 
 
 class Dropout(Layer):
@@ -95,10 +134,17 @@ class Dropout(Layer):
 
 
 def from_config(config: dict) -> Layer:
+    from mlp.batchnorm import BatchNorm
+    from mlp.residual import Residual
+
     config = dict(config)
     kind = config.pop("type", None)
-    if kind == "Dense":
-        return Dense(**config)
-    if kind == "Dropout":
-        return Dropout(**config)
-    raise ValueError(f"Unknown layer type {kind!r} in model configuration")
+    if kind == "Residual":
+        layers = config.pop("layers", None)
+        if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+            raise ValueError(f"a Residual block's layers must be a list of layer descriptions; got {layers!r:.80}")
+        return Residual([from_config(layer) for layer in layers], **config)
+    types = {"Dense": Dense, "Dropout": Dropout, "BatchNorm": BatchNorm}
+    if kind not in types:
+        raise ValueError(f"Unknown layer type {kind!r} in model configuration")
+    return types[kind](**config)

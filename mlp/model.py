@@ -19,10 +19,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mlp import activations, config, initializers, losses, metrics as metrics_mod, optimizers
+from mlp import activations, config, losses, metrics as metrics_mod, optimizers
 from mlp import preprocessing as preprocessing_mod
 from mlp import regularization, validation
 from mlp.backends import get_backend
+from mlp.batchnorm import BatchNorm
 from mlp.layers import Dense, Dropout, Layer, from_config
 
 PREDICT_BATCH = 8192
@@ -41,32 +42,30 @@ class Sequential:
             raise ValueError("a model needs at least one layer")
         for layer in self.layers:
             if not isinstance(layer, Layer):
-                raise TypeError(f"layers must be mlp layers (Dense, Dropout); got {layer!r}")
+                raise TypeError(f"layers must be mlp layers (Dense, Dropout, BatchNorm, Residual); got {layer!r}")
         if not isinstance(self.layers[-1], Dense):
             raise ValueError("the last layer must be Dense: it produces the outputs")
         _check_unshared(self.layers)
-        self.dense_layers = [layer for layer in self.layers if isinstance(layer, Dense)]
-        for before, after in zip(self.dense_layers, self.dense_layers[1:]):
-            if before.n_out != after.n_in:
-                raise ValueError(f"layer sizes do not chain: {before!r} gives {before.n_out} outputs "
-                                 f"but the next layer {after!r} expects n_in={after.n_in}")
+        _check_widths(self.layers)
+        self.dense_layers = [dense for layer in self.layers for dense in layer.dense()]
         self.backend = get_backend(backend)
         self.dtype = _checked_dtype(dtype or config.default_dtype())
         self.seed = validation.seed(seed)
         init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(3)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
         self._dropout_rng = self.backend.rng(int(dropout_seed.generate_state(1)[0]))
-        n = self.n_params
-        self.params = self.backend.zeros(n, self.dtype)
-        self.grads = self.backend.zeros(n, self.dtype)
+        self.params = self.backend.zeros(self.n_params, self.dtype)
+        self.grads = self.backend.zeros(self.n_params, self.dtype)
+        self.state = self.backend.zeros(sum(layer.n_state for layer in self.layers), self.dtype)
         self._bind_layers()
-        init_rng = np.random.default_rng(init_seed)
-        for layer in self.dense_layers:  # drawn on the host in float64: equal on every backend
-            W = initializers.initial_weights(layer.init, init_rng, layer.n_in, layer.n_out)
-            layer.W[...] = self.backend.asarray(W, self.dtype)
-            b = initializers.initial_biases(layer.init, init_rng, layer.n_in, layer.n_out)
-            layer.b[...] = self.backend.asarray(b, self.dtype)
-        self._first_dense = self.layers.index(self.dense_layers[0])
+        init_rng = np.random.default_rng(init_seed)  # drawn on the host in float64: equal on every backend
+
+        def put(view, values):
+            view[...] = self.backend.asarray(values, self.dtype)
+
+        for layer in self.layers:
+            layer.initialize(init_rng, put)
+        self._first_dense = next(i for i, layer in enumerate(self.layers) if layer.n_params)
         self.loss = self.optimizer = None
         self.l1 = self.l2 = 0.0
         self.clip_norm = None
@@ -74,16 +73,18 @@ class Sequential:
         self._metrics = {}  # logged name -> mlp.metrics.Metric
         self._preprocessing = None
         self._kernel_cache = {}  # a backend's compiled whole steps for this model
-        for layer in self.layers:  # last: a model refused above claims nothing
+        for layer in _every_layer(self.layers):  # last: a model refused above claims nothing
             layer.owner = self
 
     def _bind_layers(self):
-        """Point each Dense layer's W, b, dW, db at its slices of the flat buffers."""
-        offset = 0
-        for layer in self.dense_layers:
+        """Point each layer's parameters (a Dense layer's W, b, dW, db) at its slices of the flat
+        buffers, and its non-trainable state (BatchNorm's running statistics) at the state buffer's."""
+        offset = state = 0
+        for layer in self.layers:
             end = offset + layer.n_params
             layer.bind(self.params[offset:end], self.grads[offset:end])
-            offset = end
+            layer.bind_state(self.state[state:state + layer.n_state])
+            offset, state = end, state + layer.n_state
 
     def __getstate__(self):
         """Pickled without the compiled steps (rebuilt on first use)."""
@@ -94,10 +95,12 @@ class Sequential:
         # training would never update. They are views of the flat buffers again.
         self.__dict__.update(state)
         self.__dict__.setdefault("_preprocessing", None)  # pickled before models carried it
+        if "state" not in self.__dict__:  # pickled before models had a state buffer
+            self.state = self.backend.zeros(0, self.dtype)
         if "_metrics" not in self.__dict__:  # pickled before models kept their metric definitions
             self._metrics = {name: metrics_mod.METRICS[name] for name in self.metrics}
         self._bind_layers()
-        for owned in [*self.layers, *([self.optimizer] if self.optimizer is not None else [])]:
+        for owned in [*_every_layer(self.layers), *([self.optimizer] if self.optimizer is not None else [])]:
             owned.owner = self
 
     # --- description --------------------------------------------------------------
@@ -111,7 +114,7 @@ class Sequential:
 
     @property
     def n_params(self):
-        return sum(layer.n_params for layer in self.dense_layers)
+        return sum(layer.n_params for layer in self.layers)
 
     def count_params(self):
         return self.n_params
@@ -153,6 +156,7 @@ class Sequential:
         model = Sequential([from_config(c) for c in self.config()["layers"]],
                            backend=backend or self.backend, dtype=dtype or self.dtype, seed=self.seed)
         model.params[...] = model.backend.asarray(self.backend.to_numpy(self.params), model.dtype)
+        model.state[...] = model.backend.asarray(self.backend.to_numpy(self.state), model.dtype)
         model.preprocessing = self.preprocessing
         return model
 
@@ -178,6 +182,8 @@ class Sequential:
             if W.shape != layer.W.shape or b.shape != layer.b.shape:
                 raise ValueError(f"layer {i} needs W {layer.W.shape} and b {layer.b.shape}; "
                                  f"got W {W.shape} and b {b.shape}")
+            if not layer.bias and np.any(b):
+                raise ValueError(f"layer {i} has no bias (Dense(..., bias=False)): its b must be zeros")
             checked.append((validation.as_dtype(W, self.dtype, f"W of layer {i}"),
                             validation.as_dtype(b, self.dtype, f"b of layer {i}")))
         for (W, b), layer in zip(checked, self.dense_layers):
@@ -240,6 +246,8 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dropout):
                 X = layer.forward(self.backend, X, training, self._dropout_rng)
+            elif not isinstance(layer, Dense):  # BatchNorm, Residual: they know training from inference
+                X = layer.forward(self.backend, X, training, keep)
             elif keep_logits and i == last:
                 logits = self.backend.linear(X, layer.W, layer.b)
                 if not activate_last:
@@ -258,6 +266,8 @@ class Sequential:
             layer = self.layers[i]
             if isinstance(layer, Dropout):
                 delta = layer.backward(delta)
+            elif not isinstance(layer, Dense):
+                delta = layer.backward(self.backend, outputs[i], outputs[i + 1], delta, need_dX=i > self._first_dense)
             else:
                 delta = layer.backward(self.backend, outputs[i], outputs[i + 1], delta,
                                        need_dX=i > self._first_dense, fused=fused and i == last, lr=lr)
@@ -298,8 +308,9 @@ class Sequential:
         by it); None otherwise."""
         optimizer = self.optimizer
         if (type(optimizer) is not optimizers.SGD or optimizer.momentum != 0.0 or self.clip_norm is not None
-                or self.l1 or self.l2):
-            return None
+                or self.l1 or self.l2 or any(layer.n_params and not isinstance(layer, Dense) for layer in self.layers)
+                or not all(layer.bias for layer in self.dense_layers)):
+            return None  # (the folded step updates Dense layers' W and b only)
         folds = self._kernel_cache.get("folds_sgd")  # asked once (2 us), not on every step
         if folds is None:
             folds = self._kernel_cache["folds_sgd"] = self.backend.folds_sgd(self)
@@ -570,12 +581,32 @@ def _checked_dtype(dtype) -> np.dtype:
     return np.dtype(name)
 
 
+def _check_widths(layers):
+    """Each layer takes the width the one before gives (Dropout passes any width through)."""
+    width = None
+    for layer in layers:
+        n_in = getattr(layer, "n_in", None)
+        if n_in is None:
+            continue
+        if width is not None and n_in != width[1]:
+            raise ValueError(f"layer sizes do not chain: {width[0]!r} gives {width[1]} outputs "
+                             f"but the next layer {layer!r} expects n_in={n_in}")
+        width = (layer, layer.n_out)
+
+
+def _every_layer(layers):
+    """The layers and, within blocks (Residual), theirs."""
+    for layer in layers:
+        yield layer
+        yield from _every_layer(getattr(layer, "sublayers", list)())
+
+
 def _check_unshared(layers):
     """A layer object belongs to one place in one model: its W and b are views into that
     model's parameter buffer (and Dropout keeps its mask for the backward pass), so a second
     use would train one copy and predict with another."""
     seen = set()
-    for layer in layers:
+    for layer in _every_layer(layers):
         if id(layer) in seen:
             raise ValueError(f"{layer!r} is used twice in this model; give each position a layer of "
                              "its own (a new Dense(...) or Dropout(...))")
@@ -586,11 +617,15 @@ def _check_unshared(layers):
 
 
 def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
-        backend=None, dtype=None, seed=None):
+        backend=None, dtype=None, seed=None, batch_norm=False):
     """A multilayer perceptron from its layer sizes, e.g. MLP([784, 128, 64, 10], output="softmax").
     Hidden layers use `activation` (and Dropout(dropout) after each when dropout > 0). `init`
     names the initialiser of every layer, the output layer's included (as PyTorch's and Keras'
-    layers share one); by default the hidden activation's own (mlp.initializers)."""
+    layers share one); by default the hidden activation's own (mlp.initializers).
+    `batch_norm=True` puts a BatchNorm between each hidden Dense layer and its activation
+    (Dense(n_in, n, bias=False), then BatchNorm(n, activation)), as torch's
+    Sequential(Linear(bias=False), BatchNorm1d, ReLU): a bias there would be cancelled by the
+    normalisation (its true gradient is zero; rounding noise, which Adam would amplify, is not)."""
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
         raise ValueError(f"sizes must be a list of layer widths, e.g. [784, 128, 10]; got {sizes!r}")
     sizes = list(sizes)
@@ -601,7 +636,10 @@ def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         last = i == len(sizes) - 2
-        layers.append(Dense(n_in, n_out, activation=output if last else activation, init=init))
+        if batch_norm and not last:
+            layers += [Dense(n_in, n_out, init=init, bias=False), BatchNorm(n_out, activation=activation)]
+        else:
+            layers.append(Dense(n_in, n_out, activation=output if last else activation, init=init))
         if dropout and not last:
             layers.append(Dropout(dropout))
     return Sequential(layers, backend=backend, dtype=dtype, seed=seed)

@@ -134,8 +134,8 @@ class Backend(_NumpyBackend):
     def _fusable(self, model, batch, inference=False):
         from mlp.layers import Dense
 
-        if any(not isinstance(layer, Dense) for layer in model.layers):
-            return False  # dropout: the per-layer path (fused element-wise kernels)
+        if any(not isinstance(layer, Dense) or not layer.bias for layer in model.layers):
+            return False  # dropout, batch norm, blocks, a Dense without bias: the per-layer path
         if any(not layer.activation.elementwise for layer in model.dense_layers[:-1]):
             return False
         if self.crossover_override is not None:

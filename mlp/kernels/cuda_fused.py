@@ -106,7 +106,7 @@ def model_layers(model):
     """The model's layers as plans, or None when it has layers other than Dense (dropout)."""
     from mlp.layers import Dense
 
-    if any(not isinstance(layer, Dense) for layer in model.layers):
+    if any(not isinstance(layer, Dense) or not layer.bias for layer in model.layers):
         return None
     return dense_layers(model)
 

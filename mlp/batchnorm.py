@@ -1,0 +1,113 @@
+"""Batch normalization (Ioffe & Szegedy 2015), feature-wise over the batch, as torch.nn.BatchNorm1d,
+followed by an activation like a Dense layer's.
+
+Forward, training (X: (batch, n), B rows; statistics per feature, over the batch):
+
+    mu = mean(X),  var = mean((X - mu)^2)         (the biased variance normalises)
+    X_hat = (X - mu) / sqrt(var + eps)
+    Z = gamma * X_hat + beta,  A = f(Z)
+    running_mean <- (1 - momentum) running_mean + momentum mu
+    running_var  <- (1 - momentum) running_var  + momentum var * B / (B - 1)   (unbiased, as torch)
+
+At inference X_hat = (X - running_mean) / sqrt(running_var + eps). Backward, from dZ = dL/dZ
+(the activation's derivative applied to dA), with s = sqrt(var + eps), sums over the batch:
+
+    d_beta  = sum(dZ)
+    d_gamma = sum(dZ * X_hat)
+    dX = gamma / (B s) * (B dZ - sum(dZ) - X_hat * sum(dZ * X_hat))
+
+(the three terms: the direct path through X_hat, and through mu and var, which every row of the
+batch shares). gamma and beta live in the model's flat parameter buffer, after the weights of the
+layer before; they are not penalised by L1/L2 (weights only, as the lectures define the penalty).
+The running statistics live in the model's state buffer: saved with the model, checkpointed,
+never touched by the optimizer.
+"""
+from __future__ import annotations
+
+from mlp import activations
+from mlp.layers import Layer
+from mlp.validation import number, positive_int
+
+
+class BatchNorm(Layer):
+    """BatchNorm(n, activation="identity", momentum=0.1, eps=1e-5): X (batch, n) -> A (batch, n).
+    Training normalises by the batch's statistics (at least 2 rows), inference by the running ones."""
+
+    def __init__(self, n, activation="identity", momentum=0.1, eps=1e-5):
+        self.n_in = self.n_out = positive_int(n, "n")
+        self.activation = activations.get(activation)
+        self.momentum = number(momentum, "momentum", low=0.0, high=1.0)
+        self.eps = number(eps, "eps", low=0.0, low_open=True)
+        self.gamma = self.beta = self.d_gamma = self.d_beta = None  # views, bound by the model
+        self.running_mean = self.running_var = None
+        self.kept = None  # (training, X_hat, 1/s, Z, A) of the last pass kept for the backward pass
+
+    n_params = property(lambda self: 2 * self.n_out)
+    n_state = property(lambda self: 2 * self.n_out)
+
+    def bind(self, params, grads):
+        n = self.n_out
+        self.gamma, self.beta = params[:n], params[n:]
+        self.d_gamma, self.d_beta = grads[:n], grads[n:]
+
+    def bind_state(self, state):
+        self.running_mean, self.running_var = state[:self.n_out], state[self.n_out:]
+
+    def initialize(self, rng, put):
+        """gamma = 1, beta = 0; running mean 0 and variance 1 (torch's)."""
+        import numpy as np
+
+        put(self.gamma, np.ones(self.n_out))
+        put(self.beta, np.zeros(self.n_out))
+        put(self.running_mean, np.zeros(self.n_out))
+        put(self.running_var, np.ones(self.n_out))
+
+    # X (batch, n) -> A (batch, n)
+    def forward(self, backend, X, training, keep=False):
+        xp = backend.xp
+        if training:
+            rows = X.shape[0]
+            if rows < 2:
+                raise ValueError(f"BatchNorm needs at least 2 rows to take a batch's statistics in training; "
+                                 f"got {rows}: choose a batch_size whose batches (the last one too) have 2 or more")
+            mean = X.mean(axis=0)
+            centred = X - mean
+            var = (centred * centred).mean(axis=0)
+            inv_std = 1.0 / xp.sqrt(var + self.eps)
+            X_hat = centred * inv_std
+            m = X.dtype.type(self.momentum)
+            self.running_mean *= 1 - m
+            self.running_mean += m * mean
+            self.running_var *= 1 - m
+            self.running_var += (m * rows / (rows - 1)) * var
+        else:
+            inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
+            X_hat = (X - self.running_mean) * inv_std
+        Z = X_hat * self.gamma + self.beta
+        A = backend.activate(Z, self.activation)
+        self.kept = (training, X_hat, inv_std, Z, A) if keep else None
+        return A
+
+    # dA (batch, n) -> dX (batch, n); writes d_gamma, d_beta
+    def backward(self, backend, X, A, dA, need_dX=True):
+        if self.kept is None:
+            raise RuntimeError("BatchNorm.backward needs the training forward pass run with keep=True")
+        training, X_hat, inv_std, Z, A = self.kept
+        dZ = self.activation.gradient(Z, A, dA)
+        sum_dZ = dZ.sum(axis=0)
+        sum_dZ_X_hat = (dZ * X_hat).sum(axis=0)
+        self.d_beta[...] = sum_dZ
+        self.d_gamma[...] = sum_dZ_X_hat
+        if not need_dX:
+            return None
+        if not training:  # the running statistics are constants: a feature-wise affine map
+            return dZ * (self.gamma * inv_std)
+        rows = dZ.shape[0]
+        return (self.gamma * inv_std / rows) * (rows * dZ - sum_dZ - X_hat * sum_dZ_X_hat)
+
+    def config(self):
+        return {"type": "BatchNorm", "n": self.n_out, "activation": self.activation.config(),
+                "momentum": self.momentum, "eps": self.eps}
+
+    def __repr__(self):
+        return f"BatchNorm({self.n_out}, activation={self.activation.name!r})"

@@ -1,0 +1,235 @@
+"""BatchNorm and Residual blocks (mlp/batchnorm.py, mlp/residual.py): the hand-derived backward
+passes against finite differences in float64 (training mode: batch statistics) and against torch
+autograd, the running statistics against torch's over 10 steps, every backend against NumPy, and
+the running statistics saved, loaded, checkpointed and resumed exactly."""
+import numpy as np
+import pytest
+
+import mlp
+from tests.conftest import assert_close
+
+
+def networks():
+    """(name, layers) of small networks with each new piece: BatchNorm with and without an
+    activation, a Residual block on the identity and one with a projection."""
+    return {
+        "batchnorm": lambda: [mlp.Dense(5, 8, bias=False), mlp.BatchNorm(8, activation="tanh"),
+                              mlp.Dense(8, 3, "softmax")],
+        "batchnorm-relu-twice": lambda: [mlp.Dense(5, 8, bias=False), mlp.BatchNorm(8, activation="relu"),
+                                         mlp.Dense(8, 6, bias=False), mlp.BatchNorm(6), mlp.Dense(6, 3, "softmax")],
+        "residual": lambda: [mlp.Dense(5, 8, "tanh"),
+                             mlp.Residual([mlp.Dense(8, 8, "tanh"), mlp.Dense(8, 8)], activation="tanh"),
+                             mlp.Dense(8, 3, "softmax")],
+        "residual-projection-bn": lambda: [mlp.Residual([mlp.Dense(5, 7, bias=False),
+                                                         mlp.BatchNorm(7, activation="silu")],
+                                                        activation="gelu"),
+                                           mlp.Dense(7, 3, "softmax")],
+    }
+
+
+NETWORKS = networks()
+
+
+def build(name, backend="numpy", dtype="float64", seed=0):
+    model = mlp.Sequential(NETWORKS[name](), backend=backend, dtype=dtype, seed=seed)
+    return model.compile(loss="cross_entropy", optimizer=mlp.Adam(0.01))
+
+
+def problem(rows=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, 5)), rng.integers(0, 3, size=rows)
+
+
+def flat_gradient(model, X, y, training=True):
+    """The loss and the whole flat gradient (every layer's parameters) by the backward pass."""
+    X, Y = model._device_data(X, y, model.loss.name)
+    value, _ = model._compute_gradients(X, Y, model.loss, 0.0, 0.0, training=training)
+    return float(value), model.backend.to_numpy(model.grads).copy()
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("training", [True, False])
+def test_the_backward_pass_follows_finite_differences(name, training):
+    model = build(name)
+    X, y = problem()
+    model.state[...] = np.random.default_rng(1).uniform(0.5, 1.5, model.state.size)  # running stats off 0/1
+    saved_state = model.state.copy()
+    _, analytic = flat_gradient(model, X, y, training)
+    numeric = np.empty_like(analytic)
+    eps = 1e-6
+    for j in range(model.params.size):
+        value = model.params[j]
+        losses = []
+        for shifted in (value + eps, value - eps):
+            model.params[j] = shifted
+            model.state[...] = saved_state  # a training pass moves the running statistics
+            losses.append(flat_gradient(model, X, y, training)[0])
+        model.params[j] = value
+        numeric[j] = (losses[0] - losses[1]) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+def torch_twin(model):
+    """The same network in torch, from the model's weights."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    acts = {"identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU,
+            "gelu": lambda: nn.GELU(approximate="tanh"), "softmax": nn.Identity}
+
+    def dense(layer):
+        linear = nn.Linear(layer.n_in, layer.n_out, bias=layer.bias).double()
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.array(layer.W)))
+            if layer.bias:
+                linear.bias.copy_(torch.from_numpy(np.array(layer.b)))
+        return [linear, acts[layer.activation.name]()]
+
+    def batchnorm(layer):
+        norm = nn.BatchNorm1d(layer.n_out, momentum=layer.momentum, eps=layer.eps).double()
+        with torch.no_grad():
+            norm.weight.copy_(torch.from_numpy(np.array(layer.gamma)))
+            norm.bias.copy_(torch.from_numpy(np.array(layer.beta)))
+        return [norm, acts[layer.activation.name]()]
+
+    class Block(nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.inner = nn.Sequential(*convert(layer.layers))
+            self.projection = nn.Sequential(*dense(layer.projection)[:1]) if layer.projection else None
+            self.activation = acts[layer.activation.name]()
+
+        def forward(self, x):
+            return self.activation(self.inner(x) + (x if self.projection is None else self.projection(x)))
+
+    def convert(layers):
+        out = []
+        for layer in layers:
+            if isinstance(layer, mlp.Residual):
+                out.append(Block(layer))
+            elif isinstance(layer, mlp.BatchNorm):
+                out += batchnorm(layer)
+            else:
+                out += dense(layer)
+        return out
+
+    return nn.Sequential(*convert(model.layers))
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_ten_training_steps_match_torch(name):
+    """Forward, every gradient, the running statistics, and the weights after 10 SGD steps."""
+    torch = pytest.importorskip("torch")
+    model = build(name)
+    model.compile(loss="cross_entropy", optimizer=mlp.SGD(0.1))
+    net = torch_twin(model)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for step in range(10):
+        X, y = problem(seed=step)
+        net.train()
+        logits = net(torch.from_numpy(X))
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))
+        optimizer.zero_grad()
+        loss.backward()
+        expected = np.concatenate([p.grad.numpy().ravel() for p in net.parameters()])
+        value, grads = flat_gradient(model, X, y)
+        np.testing.assert_allclose(value, loss.item(), rtol=1e-10)
+        np.testing.assert_allclose(grads, expected, rtol=1e-8, atol=1e-10)
+        model._apply_gradients()
+        optimizer.step()
+    np.testing.assert_allclose(model.params, np.concatenate([p.detach().numpy().ravel() for p in net.parameters()]),
+                               rtol=1e-8, atol=1e-10)
+    running = [b.numpy() for name_, b in net.named_buffers() if "running" in name_]
+    running = np.concatenate([np.concatenate(running[i:i + 2]) for i in range(0, len(running), 2)]) if running \
+        else np.zeros(0)
+    np.testing.assert_allclose(model.state, running, rtol=1e-10)
+    net.eval()  # inference by the running statistics
+    X, _ = problem(seed=99)
+    logits = net(torch.from_numpy(X)).detach()
+    np.testing.assert_allclose(model.predict(X), torch.softmax(logits, dim=1).numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_backend_trains_as_numpy(backend_name, name, dtype):
+    X, y = problem(rows=40)
+    results = []
+    for backend in ("numpy", backend_name):
+        model = build(name, backend=backend, dtype=dtype)
+        history = model.fit(X, y, epochs=3, batch_size=8, verbose=0)
+        results.append((history["loss"], model.backend.to_numpy(model.params), model.backend.to_numpy(model.state),
+                        model.predict(X)))
+    for ours, reference in zip(results[1], results[0]):
+        assert_close(ours, reference, dtype, scale=50)
+
+
+def test_batch_norm_option_of_mlp_is_torchs_linear_batchnorm_activation():
+    model = mlp.MLP([5, 8, 8, 3], activation="relu", output="softmax", batch_norm=True)
+    kinds = [(type(layer).__name__, layer.activation.name) for layer in model.layers]
+    assert kinds == [("Dense", "identity"), ("BatchNorm", "relu"), ("Dense", "identity"), ("BatchNorm", "relu"),
+                     ("Dense", "softmax")]
+    assert [layer.bias for layer in model.dense_layers] == [False, False, True]
+    assert model.n_params == 5 * 8 + 16 + 8 * 8 + 16 + 8 * 3 + 3
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_saved_and_loaded_with_the_running_statistics(name, tmp_path):
+    model = build(name)
+    X, y = problem(rows=40)
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = mlp.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.state, model.state)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    twin = model.clone(dtype="float32")
+    np.testing.assert_allclose(twin.state, model.state, rtol=1e-6)
+
+
+def test_a_resumed_run_ends_with_the_uninterrupted_one(tmp_path):
+    X, y = problem(rows=40)
+    whole = build("residual-projection-bn")
+    whole.fit(X, y, epochs=4, batch_size=8, verbose=0)
+
+    class Stop(mlp.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
+    first = build("residual-projection-bn")
+    first.fit(X, y, epochs=4, batch_size=8, verbose=0, checkpoint=tmp_path / "ck.npz", callbacks=[Stop()])
+    resumed = build("residual-projection-bn")
+    resumed.fit(X, y, epochs=4, batch_size=8, verbose=0, resume=tmp_path / "ck.npz")
+    np.testing.assert_array_equal(resumed.params, whole.params)
+    np.testing.assert_array_equal(resumed.state, whole.state)
+
+
+def test_a_damaged_state_is_refused(tmp_path):
+    import zipfile
+
+    model = build("batchnorm")
+    model.save(tmp_path / "m.npz")
+    with zipfile.ZipFile(tmp_path / "m.npz") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    state = bytearray(members["state.npy"])
+    state[-1] ^= 1
+    members["state.npy"] = bytes(state)
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    with pytest.raises(mlp.ModelFileError, match="running statistics"):
+        mlp.load(tmp_path / "bad.npz")
+
+
+def test_a_batch_of_one_row_in_training_is_refused():
+    model = build("batchnorm")
+    X, y = problem(rows=9)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        model.fit(X, y, epochs=1, batch_size=4, verbose=0)  # 9 = 4 + 4 + 1
+
+
+def test_residual_blocks_check_their_widths():
+    with pytest.raises(ValueError, match="needs a projection"):
+        mlp.Residual([mlp.Dense(4, 6)], projection=False)
+    with pytest.raises(ValueError, match="do not chain"):
+        mlp.Residual([mlp.Dense(4, 6), mlp.Dense(5, 4)])
+    with pytest.raises(TypeError, match="Dense and BatchNorm"):
+        mlp.Residual([mlp.Dropout(0.5)])
+    assert mlp.Residual([mlp.Dense(4, 4)]).projection is None

@@ -30,14 +30,22 @@ from mlp.validation import number, positive_int
 
 
 class BatchNorm(Layer):
-    """BatchNorm(n, activation="identity", momentum=0.1, eps=1e-5): X (batch, n) -> A (batch, n).
-    Training normalises by the batch's statistics (at least 2 rows), inference by the running ones."""
+    """BatchNorm(n, activation="identity", momentum=0.1, eps=1e-5, sync=False): X (batch, n) -> A (batch, n).
+    Training normalises by the batch's statistics (at least 2 rows), inference by the running ones.
+    In data-parallel training (mlp.distributed) each rank normalises by its own shard's statistics,
+    as torch's BatchNorm under DDP, and the ranks' running statistics are averaged after each step;
+    with sync=True by the global batch's (torch's SyncBatchNorm: all-reduces in the forward and
+    backward passes), which trains as one process on the whole batch does."""
 
-    def __init__(self, n, activation="identity", momentum=0.1, eps=1e-5):
+    def __init__(self, n, activation="identity", momentum=0.1, eps=1e-5, sync=False):
         self.n_in = self.n_out = positive_int(n, "n")
         self.activation = activations.get(activation)
         self.momentum = number(momentum, "momentum", low=0.0, high=1.0)
         self.eps = number(eps, "eps", low=0.0, low_open=True)
+        if not isinstance(sync, bool):
+            raise ValueError(f"sync must be True or False; got {sync!r}")
+        self.sync = sync  # data-parallel: statistics of the global batch (torch's SyncBatchNorm)
+        self.collective = None  # the world's all-reduce while a data-parallel fit runs (sync only)
         self.gamma = self.beta = self.d_gamma = self.d_beta = None  # views, bound by the model
         self.running_mean = self.running_var = None
         self.kept = None  # (training, X_hat, 1/s, Z, A) of the last pass kept for the backward pass
@@ -66,13 +74,7 @@ class BatchNorm(Layer):
     def forward(self, backend, X, training, keep=False):
         xp = backend.xp
         if training:
-            rows = X.shape[0]
-            if rows < 2:
-                raise ValueError(f"BatchNorm needs at least 2 rows to take a batch's statistics in training; "
-                                 f"got {rows}: choose a batch_size whose batches (the last one too) have 2 or more")
-            mean = X.mean(axis=0)
-            centred = X - mean
-            var = (centred * centred).mean(axis=0)
+            mean, centred, var, rows = self._statistics(xp, X)
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             X_hat = centred * inv_std
             m = X.dtype.type(self.momentum)
@@ -87,6 +89,26 @@ class BatchNorm(Layer):
         A = backend.activate(Z, self.activation)
         self.kept = (training, X_hat, inv_std, Z, A) if keep else None
         return A
+
+    def _statistics(self, xp, X):
+        """(mean, X - mean, biased variance, rows) over the batch, or with a collective over the
+        global batch (two all-reduces: the sums and the row count, then the squared deviations)."""
+        if self.collective is None:
+            rows = X.shape[0]
+            if rows < 2:
+                raise ValueError(f"BatchNorm needs at least 2 rows to take a batch's statistics in training; "
+                                 f"got {rows}: choose a batch_size whose batches (the last one too) have 2 or more")
+            mean = X.mean(axis=0)
+            centred = X - mean
+            return mean, centred, (centred * centred).mean(axis=0), rows
+        sums = xp.concatenate([X.sum(axis=0), xp.full(1, X.shape[0], dtype=X.dtype)])
+        self.collective.allreduce_sum(sums)
+        rows = int(round(float(sums[-1])))
+        mean = sums[:-1] / rows
+        centred = X - mean
+        squares = xp.ascontiguousarray((centred * centred).sum(axis=0))
+        self.collective.allreduce_sum(squares)
+        return mean, centred, squares / rows, rows
 
     # dA (batch, n) -> dX (batch, n); writes d_gamma, d_beta
     def backward(self, backend, X, A, dA, need_dX=True):
@@ -103,11 +125,20 @@ class BatchNorm(Layer):
         if not training:  # the running statistics are constants: a feature-wise affine map
             return dZ * (self.gamma * inv_std)
         rows = dZ.shape[0]
+        if self.collective is not None:  # the global batch's sums; d_gamma, d_beta stay this rank's share
+            sums = backend.xp.concatenate([sum_dZ, sum_dZ_X_hat, backend.xp.full(1, rows, dtype=dZ.dtype)])
+            self.collective.allreduce_sum(sums)
+            n = self.n_out
+            sum_dZ, sum_dZ_X_hat, rows = sums[:n], sums[n:2 * n], int(round(float(sums[-1])))
         return (self.gamma * inv_std / rows) * (rows * dZ - sum_dZ - X_hat * sum_dZ_X_hat)
 
     def config(self):
-        return {"type": "BatchNorm", "n": self.n_out, "activation": self.activation.config(),
-                "momentum": self.momentum, "eps": self.eps}
+        config = {"type": "BatchNorm", "n": self.n_out, "activation": self.activation.config(),
+                  "momentum": self.momentum, "eps": self.eps}
+        return {**config, "sync": True} if self.sync else config
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "collective": None}  # a copy takes part in no job
 
     def __repr__(self):
         return f"BatchNorm({self.n_out}, activation={self.activation.name!r})"

@@ -340,8 +340,38 @@ class DataParallel:
     """What `fit` does differently on each rank of a data-parallel job."""
 
     def __init__(self, model, world: MPIWorld):
+        from mlp.batchnorm import BatchNorm
+        from mlp.model import _every_layer
+
         self.model, self.world = model, world
         self.rank, self.size = world.rank, world.size
+        norms = [layer for layer in _every_layer(model.layers) if isinstance(layer, BatchNorm)]
+        self.synced = [layer for layer in norms if layer.sync]
+        self.per_rank = len(norms) > len(self.synced)  # running statistics averaged after each step
+
+    def attach(self):
+        """Give sync BatchNorm layers this job's all-reduce for the fit (detach() takes it back)."""
+        for layer in self.synced:
+            layer.collective = self.world
+
+    def detach(self):
+        for layer in self.synced:
+            layer.collective = None
+
+    def check_shards(self, n, batch):
+        """Refuse, before training, batches whose shards BatchNorm cannot normalise: a rank with
+        fewer than 2 rows (its own statistics) or, with sync, with none (it must take part in
+        the collectives)."""
+        if not (self.synced or self.per_rank):
+            return
+        sizes = {batch, n - (math.ceil(n / batch) - 1) * batch}
+        least = min(size // self.size for size in sizes)
+        need = 2 if self.per_rank else 1
+        if least < need:
+            role = "each rank normalises its own" if self.per_rank else "every rank joins"
+            raise ValueError(f"BatchNorm on {self.size} ranks: a batch of {min(sizes)} rows leaves a rank {least} "
+                             f"rows, and {role} (needs {need}); choose a batch_size (the last batch too) of at "
+                             f"least {need * self.size}")
 
     def start(self, X=None, Y=None, settings=None):
         """Check that every rank holds the same model, data and settings (see `check_agreement`),
@@ -387,9 +417,14 @@ class DataParallel:
         backend = model.backend
         rows, per_row = X.shape[0], tuple(Y.shape[1:])
         shard_norm, global_norm = loss.normaliser((rows,) + per_row), loss.normaliser((global_rows,) + per_row)
-        if rows:
+        share = model.dtype.type(shard_norm / global_norm)
+        if rows and self.synced:  # the loss normalised by the global batch: sync BatchNorm sums dZ over ranks
+            shares = backend.xp.full((rows, 1), share, dtype=model.dtype) if weights is None else weights * share
+            value, outputs = model._compute_gradients(X, Y, loss, 0.0, 0.0, training=True, weights=shares)
+            value = value / share  # reported as the other branch does
+        elif rows:
             value, outputs = model._compute_gradients(X, Y, loss, 0.0, 0.0, training=True, weights=weights)
-            model.grads *= model.dtype.type(shard_norm / global_norm)
+            model.grads *= share
         else:  # fewer rows than ranks in a last batch: this rank adds nothing
             model.grads[...] = 0
             value, outputs = 0.0, [backend.zeros((0, model.n_out), model.dtype)]
@@ -399,6 +434,9 @@ class DataParallel:
             if self.rank == 0:  # counted once per global batch in the epoch's loss
                 value = value + penalty * (global_norm / shard_norm)
         model._apply_gradients()
+        if self.per_rank:  # each rank's running statistics came from its shard: all ranks keep their mean
+            self.world.allreduce_sum(model.state)
+            model.state /= model.dtype.type(self.size)
         return value, outputs
 
     def reduce_epoch(self, total, totals):

@@ -625,7 +625,10 @@ def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
     `batch_norm=True` puts a BatchNorm between each hidden Dense layer and its activation
     (Dense(n_in, n, bias=False), then BatchNorm(n, activation)), as torch's
     Sequential(Linear(bias=False), BatchNorm1d, ReLU): a bias there would be cancelled by the
-    normalisation (its true gradient is zero; rounding noise, which Adam would amplify, is not)."""
+    normalisation (its true gradient is zero; rounding noise, which Adam would amplify, is not).
+    batch_norm="sync": BatchNorm(sync=True), the global batch's statistics in data-parallel training."""
+    if batch_norm not in (False, True, "sync"):
+        raise ValueError(f"batch_norm must be False, True or 'sync'; got {batch_norm!r}")
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
         raise ValueError(f"sizes must be a list of layer widths, e.g. [784, 128, 10]; got {sizes!r}")
     sizes = list(sizes)
@@ -637,7 +640,8 @@ def MLP(sizes, activation="relu", output="identity", dropout=0.0, init=None,
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         last = i == len(sizes) - 2
         if batch_norm and not last:
-            layers += [Dense(n_in, n_out, init=init, bias=False), BatchNorm(n_out, activation=activation)]
+            layers += [Dense(n_in, n_out, init=init, bias=False),
+                       BatchNorm(n_out, activation=activation, sync=batch_norm == "sync")]
         else:
             layers.append(Dense(n_in, n_out, activation=output if last else activation, init=init))
         if dropout and not last:

@@ -103,6 +103,8 @@ def fit(model, X, y, **options):
     hooks, history, bar = run.hooks, run.history, run.bar
     ctrl_c = interrupt.StopRequest(active=run.parallel is None).start()
     model.stop_training = False
+    if run.parallel is not None:
+        run.parallel.attach()
     try:
         hooks.on_train_begin()
         for epoch in range(run.first_epoch, run.epochs):
@@ -128,6 +130,8 @@ def fit(model, X, y, **options):
     finally:
         ctrl_c.stop()
         bar.close()
+        if run.parallel is not None:
+            run.parallel.detach()
         model.optimizer.lr = run.base_lr  # a schedule shapes this run only
     if run.stopper is not None:
         history.best_epoch, history.stopped_epoch = run.stopper.best_epoch, run.stopper.stopped_epoch
@@ -194,6 +198,8 @@ def _prepare(model, X, y, *, epochs, batch_size, shuffle, validation_data, valid
     X, Y, R, X_val, Y_val = model._split_validation(X, Y, R, validation_data, validation_split)
     n = X.shape[0]
     batch = validation.batch_size(batch_size, n)
+    if run.parallel is not None:
+        run.parallel.check_shards(n, batch)
     backend = model.backend
     X, Y = backend.resident(X), backend.resident(Y)  # the whole set moves to the device once
     R = None if R is None else backend.resident(R.astype(model.dtype))

@@ -32,7 +32,7 @@ def sample_weight(config):
 
 def build(config, rank):
     model = mlp.MLP((2, 16, 2), activation="tanh", output="softmax", dtype=config.get("dtype", "float64"),
-                    seed=rank if config.get("different_seeds") else 0)
+                    seed=rank if config.get("different_seeds") else 0, batch_norm=config.get("batch_norm", False))
     optimizer = mlp.Adam(0.01) if config["optimizer"] == "adam" else mlp.SGD(0.1, momentum=0.9)
     model.compile(loss="cross_entropy", optimizer=optimizer, l2=config.get("l2", 0.0), metrics=["accuracy", "f1"])
     return model
@@ -81,6 +81,8 @@ def main(config):
             model = history = None
             errors.append(str(error))
     results = {"saves": np.array(saves, dtype=int), "errors": np.array(errors)}
+    if model is not None:
+        results["state"] = np.asarray(model.state)
     if model is not None:
         results.update(params=model.params, loss=history["loss"], accuracy=history["accuracy"], f1=history["f1"],
                        val_loss=history["val_loss"] if "val_loss" in history.history else np.zeros(0))

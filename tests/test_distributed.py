@@ -45,13 +45,14 @@ def launch(ranks, config, tmp_path, timeout=120, **env):
 
 def single_process(config):
     X, y = datasets.spirals(config["n"] // 2, seed=0)
-    model = mlp.MLP((2, 16, 2), activation="tanh", output="softmax", dtype="float64", seed=0, backend="numpy")
+    model = mlp.MLP((2, 16, 2), activation="tanh", output="softmax", dtype="float64", seed=0, backend="numpy",
+                    batch_norm=config.get("batch_norm", False))
     optimizer = mlp.Adam(0.01) if config["optimizer"] == "adam" else mlp.SGD(0.1, momentum=0.9)
     model.compile(loss="cross_entropy", optimizer=optimizer, l2=config.get("l2", 0.0), metrics=["accuracy", "f1"])
     history = model.fit(X, y, epochs=config["epochs"], batch_size=config["batch"], verbose=0,
                         validation_split=config.get("validation_split", 0.0),
                         sample_weight=mpi_worker.sample_weight(config))
-    return model.params, history
+    return model, history
 
 
 @needs_mpi
@@ -61,6 +62,7 @@ def single_process(config):
     (3, {"n": 62, "batch": 20, "epochs": 2, "optimizer": "adam", "different_seeds": True,
          "validation_split": 0.2}),  # last batch: 2 rows over 3 ranks; seeds differ until broadcast
     (3, {"n": 100, "batch": 16, "epochs": 2, "optimizer": "adam", "weighted": True, "validation_split": 0.2}),
+    (3, {"n": 100, "batch": 16, "epochs": 2, "optimizer": "adam", "batch_norm": "sync", "weighted": True}),
 ])
 def test_n_ranks_reach_the_weights_of_one_process_at_the_same_global_batch(ranks, config, tmp_path):
     done, results, _ = launch(ranks, config, tmp_path)
@@ -68,13 +70,29 @@ def test_n_ranks_reach_the_weights_of_one_process_at_the_same_global_batch(ranks
     assert len(results) == ranks
     expected, history = single_process(config)
     for result in results:
-        np.testing.assert_allclose(result["params"], expected, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result["params"], expected.params, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result["state"], expected.state, rtol=1e-9, atol=1e-12)  # sync BatchNorm's
         # every rank reports the same epoch loss and accuracy, those of one process
         np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-9)
         np.testing.assert_allclose(result["accuracy"], history["accuracy"], rtol=1e-12)
         np.testing.assert_allclose(result["f1"], history["f1"], rtol=1e-12)  # per-class totals, reduced
         if "val_loss" in history.history:
             np.testing.assert_allclose(result["val_loss"], history["val_loss"], rtol=1e-9)
+
+
+@needs_mpi
+def test_per_rank_batch_norm_trains_every_rank_to_the_same_model(tmp_path):
+    """Plain BatchNorm normalises each shard by its own statistics (torch's BatchNorm under DDP):
+    not one process's result, but every rank ends with the same weights and running statistics."""
+    config = {"n": 96, "batch": 32, "epochs": 2, "optimizer": "adam", "batch_norm": True}
+    done, results, _ = launch(2, config, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_array_equal(results[0]["params"], results[1]["params"])
+    np.testing.assert_array_equal(results[0]["state"], results[1]["state"])
+    assert results[0]["state"].std() > 0  # the running statistics moved
+    config = dict(config, batch=3)  # one row per rank: nothing to normalise by
+    done, results, _ = launch(2, config, tmp_path)
+    assert done.returncode != 0 and "choose a batch_size" in done.stdout + done.stderr
 
 
 # Each case: {rank: what that rank holds or asks for differently}, what the error must name, what
@@ -113,9 +131,9 @@ def test_ranks_holding_different_data_or_settings_all_stop_naming_what_differs(t
         assert all(part in message for part in named), (overrides, message)
         assert not any(part in message for part in not_named), (overrides, message)
     assert [str(result["errors"][-1]) for result in results] == ["", "", ""]
-    expected_params, history = single_process(config)
+    expected, history = single_process(config)
     for result in results:
-        np.testing.assert_allclose(result["params"], expected_params, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result["params"], expected.params, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-9)
     assert seconds < 60  # no case waited for a collective timeout
 

@@ -1,4 +1,5 @@
-"""Training diagnostics the lectures recommend watching, per Dense layer:
+"""Training diagnostics the lectures recommend watching, per layer with parameters (Dense,
+BatchNorm, Residual):
 gradient norm, update-to-weight ratio (healthy near 1e-3), activation mean and std,
 the share of dead ReLU units (zero for every sample of the batch) and of saturated
 sigmoid/tanh outputs. `fit(diagnostics=True)` records them for the last step of each
@@ -16,28 +17,35 @@ def _norm(backend, a):
 
 
 def layer_statistics(model, outputs, params_before=None):
-    """One dict per Dense layer from a step's layer outputs (and the weights before the
-    update, for the update ratio)."""
+    """One dict per layer with parameters from a step's layer outputs (and the weights before
+    the update, for the update ratio): a Dense layer's weights W, a BatchNorm's gamma and beta
+    (and the mean of its running mean and variance), a Residual block's parameters together."""
     backend = model.backend
     stats = []
     offset = 0
     for index, layer in enumerate(model.layers):
-        if layer not in model.dense_layers:
+        if not layer.n_params:
             continue
+        dense = layer in model.dense_layers
+        values = layer.W.reshape(-1) if dense else model.params[offset:offset + layer.n_params]
+        grads = layer.dW if dense else model.grads[offset:offset + layer.n_params]
         A = backend.to_numpy(outputs[index + 1])
         name = layer.activation.name
         entry = {
             "layer": index,
+            "kind": type(layer).__name__,
             "activation": name,
-            "grad_norm": _norm(backend, layer.dW),
-            "weight_norm": _norm(backend, layer.W),
+            "grad_norm": _norm(backend, grads),
+            "weight_norm": _norm(backend, values),
             "activation_mean": float(A.mean()),
             "activation_std": float(A.std()),
         }
         if params_before is not None:
-            W_before = params_before[offset:offset + layer.W.size]
-            change = layer.W.reshape(-1) - W_before
-            entry["update_ratio"] = _norm(backend, change) / max(_norm(backend, W_before), 1e-12)
+            before = params_before[offset:offset + values.size]
+            entry["update_ratio"] = _norm(backend, values - before) / max(_norm(backend, before), 1e-12)
+        if getattr(layer, "running_mean", None) is not None:
+            entry["running_mean"] = float(backend.to_numpy(layer.running_mean).mean())
+            entry["running_var"] = float(backend.to_numpy(layer.running_var).mean())
         if name in DEAD_FAMILY:
             entry["dead_fraction"] = float(np.mean(np.all(A <= 0, axis=0)))
         if name in SATURATION:
@@ -71,8 +79,8 @@ def diagnose(model, X, y, loss=None):
 
 
 def format_table(stats) -> str:
-    keys = ["layer", "activation", "grad_norm", "update_ratio", "activation_mean",
-            "activation_std", "dead_fraction", "saturated_fraction"]
+    keys = ["layer", "kind", "activation", "grad_norm", "update_ratio", "activation_mean",
+            "activation_std", "dead_fraction", "saturated_fraction", "running_mean", "running_var"]
     keys = [k for k in keys if any(k in s for s in stats)]
     rows = [keys] + [[_fmt(s.get(k, "")) for k in keys] for s in stats]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(keys))]

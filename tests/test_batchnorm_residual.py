@@ -233,3 +233,15 @@ def test_residual_blocks_check_their_widths():
     with pytest.raises(TypeError, match="Dense and BatchNorm"):
         mlp.Residual([mlp.Dropout(0.5)])
     assert mlp.Residual([mlp.Dense(4, 4)]).projection is None
+
+
+def test_diagnostics_report_every_layer_with_parameters():
+    model = build("batchnorm-relu-twice")
+    X, y = problem(rows=40)
+    history = model.fit(X, y, epochs=2, batch_size=8, verbose=0, diagnostics=True)
+    record = history["diagnostics"][-1]
+    assert [entry["kind"] for entry in record] == ["Dense", "BatchNorm", "Dense", "BatchNorm", "Dense"]
+    norm = record[1]
+    assert norm["grad_norm"] > 0 and 0 < norm["update_ratio"] < 1
+    assert norm["running_var"] == pytest.approx(float(model.layers[1].running_var.mean()))
+    assert "running_mean" in mlp.diagnostics.format_table(record)

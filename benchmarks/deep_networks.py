@@ -4,9 +4,10 @@ reach its first layers? The lectures' claims, measured.
 Ten hidden layers of 64 units (sigmoid or tanh), trained with plain SGD on digits (64 features, 10
 classes) and on two spirals (2 features), four ways: plain; with BatchNorm between each Dense layer
 and its activation (`MLP(..., batch_norm=True)`); with residual connections (each hidden layer after
-the first a block A = X + f(X W^T + b), the identity path free of the activation); with both. Recorded: the training loss per epoch, the test
-accuracy at the end, and the gradient norm of every layer's parameters at the last step of the first
-epoch (mlp's diagnostics).
+the first a block A = X + f(X W^T + b), the identity path free of the activation); with both.
+Recorded: the training loss per epoch, the test accuracy at the end, and the gradient norm of every
+layer's parameters at the last step of the first epoch (mlp's diagnostics). Plain SGD with momentum
+0.9 (the "SGD" of the table).
 
     python benchmarks/deep_networks.py [--epochs 30] [--activation sigmoid] [--out benchmarks/results/deep-networks]
 
@@ -75,8 +76,8 @@ def run(name, activation, epochs, lr, seed=0):
 
 
 def markdown(table, activation, epochs):
-    lines = [f"| data set | variant | final training loss | test accuracy | gradient norm, first layer / last "
-             f"hidden layer (epoch 1) |", "|---|---|---|---|---|"]
+    lines = ["| data set | variant | final training loss | test accuracy | gradient norm, first layer / last "
+             "hidden layer (epoch 1) |", "|---|---|---|---|---|"]
     for name, results in table.items():
         for variant, result in results.items():
             norms = result["grad_norms"]

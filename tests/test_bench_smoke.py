@@ -144,3 +144,22 @@ def test_a_reference_measures_the_network_with_the_activation_asked_for(tmp_path
     rows = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert {(r["implementation"], r["network"]) for r in rows} == {("numpy", "mnist-tanh"),
                                                                    ("numpy-naive", "mnist-tanh")}
+
+
+def test_a_batch_norm_network_runs_in_mlp_and_in_torch_with_its_batch_norm():
+    """mnist-bn's kind of network: mlp's MLP(batch_norm=True) beside torch's Linear(bias=False),
+    BatchNorm1d, ReLU (the references without BatchNorm are left out for it)."""
+    from mlp.bench import backend_step, references
+    from mlp.bench.networks import Network, synthetic_data
+
+    network = Network("small-bn", (6, 8, 3), "relu", "softmax", "cross_entropy", batch_norm=True)
+    step, sync, model = backend_step("numpy", network, 16, "train")
+    step()
+    assert type(model.layers[1]).__name__ == "BatchNorm" and not model.layers[0].bias
+    assert not references.supports("jax-jit", "relu", batch_norm=True)
+    assert not references.supports("numpy-naive", "relu", batch_norm=True)
+    assert NETWORKS["mnist-bn"].batch_norm and NETWORKS["mnist-bn"].sizes == NETWORKS["mnist"].sizes
+    torch = pytest.importorskip("torch")
+    X, Y = synthetic_data(network, 16)
+    train, infer, _ = references.torch_steps(network, X, Y, "cpu")
+    assert torch.isfinite(train()) and infer().shape == (16, 3)

@@ -31,7 +31,7 @@ def backend_step(backend_name, network: Network, batch, mode, dtype="float32", s
     import mlp
 
     model = mlp.MLP(network.sizes, activation=network.activation, output=network.output,
-                    backend=backend_name, dtype=dtype, seed=seed)
+                    backend=backend_name, dtype=dtype, seed=seed, batch_norm=network.batch_norm)
     model.compile(loss=network.loss, optimizer=mlp.SGD(lr=LR), metrics=[])
     X, Y = synthetic_data(network, batch, seed=seed, dtype=dtype)
     X, Y = model.backend.asarray(X), model.backend.asarray(Y)
@@ -60,7 +60,8 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
     if reference_names is None:
         reference_names = [r for r in references.FRAMEWORKS if references.installed(r)
                            and (device == "cuda" or r not in references.GPU_ONLY)
-                           and all(references.supports(r, network.activation) for network in networks)]
+                           and any(references.supports(r, network.activation, network.batch_norm)
+                                   for network in networks)]
     backend_objects = [mlp.get_backend(name) for name in backends]
     cases = [(b, n, s, m) for b in backends for n in networks for s in batch_sizes for m in modes]
     bar = _bar(progress, rounds * (len(cases) + len(reference_names) * len(networks)))
@@ -117,6 +118,9 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
             bar.update(1)
     for name in reference_names:
         for network in networks:
+            if not references.supports(name, network.activation, network.batch_norm):
+                bar.update(1)
+                continue  # (numpy-naive and JAX: no BatchNorm, relu and tanh only)
             for result in references.run_in_subprocess(name, network, batch_sizes, modes, dtype,
                                                        threads, device, timing):
                 if "peak_gemm" in result:

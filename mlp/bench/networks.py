@@ -15,6 +15,7 @@ class Network:
     activation: str
     output: str
     loss: str
+    batch_norm: bool = False  # a BatchNorm between each hidden Dense layer (no bias) and its activation
 
     @property
     def n_weights(self) -> int:
@@ -38,6 +39,7 @@ class Network:
 NETWORKS = {
     "tiny": Network("tiny", (2, 64, 64, 1), "tanh", "sigmoid", "binary_cross_entropy"),
     "mnist": Network("mnist", (784, 512, 512, 10), "relu", "softmax", "cross_entropy"),
+    "mnist-bn": Network("mnist-bn", (784, 512, 512, 10), "relu", "softmax", "cross_entropy", batch_norm=True),
     "wide": Network("wide", (1024, 4096, 4096, 1024), "relu", "identity", "mse"),
 }
 

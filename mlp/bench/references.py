@@ -78,9 +78,11 @@ TORCH_ACTIVATIONS = {"relu": ("ReLU", {}), "tanh": ("Tanh", {}), "sigmoid": ("Si
                      "leaky_relu": ("LeakyReLU", {"negative_slope": 0.01})}
 
 
-def supports(reference: str, activation: str) -> bool:
-    """Whether `reference` (torch-eager, jax-jit, ...) implements `activation`."""
-    return activation in (TORCH_ACTIVATIONS if reference.startswith("torch") else ("relu", "tanh"))
+def supports(reference: str, activation: str, batch_norm: bool = False) -> bool:
+    """Whether `reference` (torch-eager, jax-jit, ...) implements `activation` (and BatchNorm)."""
+    if reference.startswith("torch"):
+        return activation in TORCH_ACTIVATIONS
+    return activation in ("relu", "tanh") and not batch_norm
 
 
 def _torch_activation(torch, name):
@@ -95,8 +97,10 @@ def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
     dtype = getattr(torch, str(X.dtype))
     layers = []
     for i, (n_in, n_out) in enumerate(zip(network.sizes, network.sizes[1:])):
-        layers.append(torch.nn.Linear(n_in, n_out))
-        if i < len(network.sizes) - 2:
+        hidden = i < len(network.sizes) - 2
+        layers.append(torch.nn.Linear(n_in, n_out, bias=not (hidden and network.batch_norm)))
+        if hidden:
+            layers += [torch.nn.BatchNorm1d(n_out)] if network.batch_norm else []
             layers.append(_torch_activation(torch, network.activation))
     model = torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
     X_t = torch.as_tensor(X, device=device)
@@ -109,7 +113,10 @@ def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     final = {"softmax": lambda z: torch.softmax(z, 1), "sigmoid": torch.sigmoid}.get(network.output, lambda z: z)
 
+    mode = model.train if network.batch_norm else (lambda flag=True: None)  # BatchNorm: batch or running stats
+
     def train():
+        mode(True)
         optimizer.zero_grad(set_to_none=not graphed)
         loss = loss_fn(model(X_t), Y_t)
         loss.backward()
@@ -117,6 +124,7 @@ def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
         return loss
 
     def infer():
+        mode(False)
         with torch.inference_mode():
             return final(model(X_t))
 

@@ -74,33 +74,29 @@ class BatchNorm(Layer):
     def forward(self, backend, X, training, keep=False):
         xp = backend.xp
         if training:
-            mean, centred, var, rows = self._statistics(xp, X)
+            mean, var, rows = self._statistics(backend, X)
             inv_std = 1.0 / xp.sqrt(var + self.eps)
-            X_hat = centred * inv_std
             m = X.dtype.type(self.momentum)
             self.running_mean *= 1 - m
             self.running_mean += m * mean
             self.running_var *= 1 - m
             self.running_var += (m * rows / (rows - 1)) * var
         else:
-            inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
-            X_hat = (X - self.running_mean) * inv_std
-        Z = X_hat * self.gamma + self.beta
-        A = backend.activate(Z, self.activation)
+            mean, inv_std = self.running_mean, 1.0 / xp.sqrt(self.running_var + self.eps)
+        X_hat, Z, A = backend.batch_norm_forward(X, mean, inv_std, self.gamma, self.beta, self.activation)
         self.kept = (training, X_hat, inv_std, Z, A) if keep else None
         return A
 
-    def _statistics(self, xp, X):
-        """(mean, X - mean, biased variance, rows) over the batch, or with a collective over the
-        global batch (two all-reduces: the sums and the row count, then the squared deviations)."""
+    def _statistics(self, backend, X):
+        """(mean, biased variance, rows) over the batch, or with a collective over the global
+        batch (two all-reduces: the sums and the row count, then the squared deviations)."""
         if self.collective is None:
             rows = X.shape[0]
             if rows < 2:
                 raise ValueError(f"BatchNorm needs at least 2 rows to take a batch's statistics in training; "
                                  f"got {rows}: choose a batch_size whose batches (the last one too) have 2 or more")
-            mean = X.mean(axis=0)
-            centred = X - mean
-            return mean, centred, (centred * centred).mean(axis=0), rows
+            return (*backend.batch_norm_statistics(X), rows)
+        xp = backend.xp
         sums = xp.concatenate([X.sum(axis=0), xp.full(1, X.shape[0], dtype=X.dtype)])
         self.collective.allreduce_sum(sums)
         rows = int(round(float(sums[-1])))
@@ -108,16 +104,14 @@ class BatchNorm(Layer):
         centred = X - mean
         squares = xp.ascontiguousarray((centred * centred).sum(axis=0))
         self.collective.allreduce_sum(squares)
-        return mean, centred, squares / rows, rows
+        return mean, squares / rows, rows
 
     # dA (batch, n) -> dX (batch, n); writes d_gamma, d_beta
     def backward(self, backend, X, A, dA, need_dX=True):
         if self.kept is None:
             raise RuntimeError("BatchNorm.backward needs the training forward pass run with keep=True")
         training, X_hat, inv_std, Z, A = self.kept
-        dZ = self.activation.gradient(Z, A, dA)
-        sum_dZ = dZ.sum(axis=0)
-        sum_dZ_X_hat = (dZ * X_hat).sum(axis=0)
+        dZ, sum_dZ, sum_dZ_X_hat = backend.batch_norm_sums(Z, A, dA, X_hat, self.activation)
         self.d_beta[...] = sum_dZ
         self.d_gamma[...] = sum_dZ_X_hat
         if not need_dX:
@@ -130,7 +124,7 @@ class BatchNorm(Layer):
             self.collective.allreduce_sum(sums)
             n = self.n_out
             sum_dZ, sum_dZ_X_hat, rows = sums[:n], sums[n:2 * n], int(round(float(sums[-1])))
-        return (self.gamma * inv_std / rows) * (rows * dZ - sum_dZ - X_hat * sum_dZ_X_hat)
+        return backend.batch_norm_input_delta(dZ, X_hat, self.gamma, inv_std, sum_dZ, sum_dZ_X_hat, rows)
 
     def config(self):
         config = {"type": "BatchNorm", "n": self.n_out, "activation": self.activation.config(),

@@ -136,6 +136,28 @@ class Backend:
         dZ.sum(axis=0, out=db)  # the method: no Python-level dispatch wrapper
         return dZ
 
+    # --- batch normalization (mlp.batchnorm: the formulas) ------------------------------
+    def batch_norm_statistics(self, X):
+        """(mean, biased variance) of each column of X: (batch, n)."""
+        mean = X.mean(axis=0)
+        centred = X - mean
+        return mean, (centred * centred).mean(axis=0)
+
+    def batch_norm_forward(self, X, mean, inv_std, gamma, beta, activation):
+        """(X_hat, Z, A): X_hat = (X - mean) inv_std, Z = gamma X_hat + beta, A = f(Z); all (batch, n)."""
+        X_hat = (X - mean) * inv_std
+        Z = X_hat * gamma + beta
+        return X_hat, Z, self.activate(Z, activation)
+
+    def batch_norm_sums(self, Z, A, dA, X_hat, activation):
+        """(dZ = f'(Z) dA, its column sums, the column sums of dZ X_hat)."""
+        dZ = activation.gradient(Z, A, dA)
+        return dZ, dZ.sum(axis=0), (dZ * X_hat).sum(axis=0)
+
+    def batch_norm_input_delta(self, dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, rows):
+        """dX = gamma inv_std / rows (rows dZ - sum(dZ) - X_hat sum(dZ X_hat)): (batch, n)."""
+        return (gamma * inv_std / rows) * (rows * dZ - sum_dZ - X_hat * sum_dZ_X_hat)
+
     def folds_sgd(self, model) -> bool:
         """Whether `model`'s layer-by-layer steps fold plain SGD into the backward pass
         (dense_backward with `lr`): only where `descend` beats a gradient and an update pass."""

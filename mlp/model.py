@@ -223,8 +223,8 @@ class Sequential:
                 f"activation is {output!r}. Build the model with output={loss.fused_with!r}, "
                 f"e.g. mlp.MLP(sizes, output={loss.fused_with!r})."
             )
-        for layer in self.dense_layers:
-            if not layer.activation.differentiable:
+        for layer in _every_layer(self.layers):
+            if hasattr(layer, "activation") and not layer.activation.differentiable:
                 raise ValueError(
                     f"activation {layer.activation.name!r} has no derivative, so {layer!r} cannot "
                     "be trained by gradient descent; use mlp.Perceptron for the step rule, or a "

@@ -245,3 +245,42 @@ def test_diagnostics_report_every_layer_with_parameters():
     assert norm["grad_norm"] > 0 and 0 < norm["update_ratio"] < 1
     assert norm["running_var"] == pytest.approx(float(model.layers[1].running_var.mean()))
     assert "running_mean" in mlp.diagnostics.format_table(record)
+
+
+ELEMENTWISE = sorted(name for name, make in mlp.activations.ACTIVATIONS.items()
+                     if make().elementwise and make().differentiable)
+
+
+@pytest.mark.parametrize("hidden", ELEMENTWISE)  # every registered activation after a BatchNorm
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_backends_batch_norm_kernels_are_the_reference(backend_name, hidden, dtype):
+    """Each Backend.batch_norm_* method (the Numba backend's generated kernels, the CuPy
+    backend's) against the NumPy reference's, for every activation the registry holds."""
+    from mlp.backends import get_backend
+
+    reference, backend = get_backend("numpy"), get_backend(backend_name)
+    activation = mlp.activations.get(hidden)
+    rng = np.random.default_rng(0)
+    X, dA = (rng.normal(size=(33, 7)).astype(dtype) for _ in range(2))
+    gamma, beta = rng.uniform(0.5, 2, 7).astype(dtype), rng.normal(size=7).astype(dtype)
+    on = backend.asarray
+
+    def host(values):
+        return [backend.to_numpy(value) for value in values]
+
+    mean, var = reference.batch_norm_statistics(X)
+    assert_close(host(backend.batch_norm_statistics(on(X))), [mean, var], dtype)
+    inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    expected = reference.batch_norm_forward(X, mean, inv_std, gamma, beta, activation)
+    got = backend.batch_norm_forward(on(X), on(mean), on(inv_std), on(gamma), on(beta), activation)
+    for ours, theirs in zip(host(got), expected):
+        assert_close(ours, theirs, dtype)
+    X_hat, Z, A = expected
+    expected = reference.batch_norm_sums(Z, A, dA, X_hat, activation)
+    got = backend.batch_norm_sums(on(Z), on(A), on(dA), on(X_hat), activation)
+    for ours, theirs in zip(host(got), expected):
+        assert_close(ours, theirs, dtype, scale=10)
+    dZ, sum_dZ, sum_dZ_X_hat = expected
+    expected = reference.batch_norm_input_delta(dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, 33)
+    got = backend.batch_norm_input_delta(on(dZ), on(X_hat), on(gamma), on(inv_std), on(sum_dZ), on(sum_dZ_X_hat), 33)
+    assert_close(backend.to_numpy(got), expected, dtype, scale=10)

@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from mlp import config
+from mlp import activations, config
 from mlp.backends._base import require
 from mlp.backends.numpy import Backend as _NumpyBackend
 from mlp.activations import derivative_inputs
@@ -32,6 +32,7 @@ from mlp.optimizers import SGD
 numba = require("numba", "numba", "numba")
 
 from mlp.kernels import numba_codegen as codegen  # noqa: E402  (needs numba)
+from mlp.kernels import numba_batchnorm as batchnorm  # noqa: E402
 from mlp.kernels import numba_elementwise as elementwise  # noqa: E402
 from mlp.kernels import numba_plan as plan_rules  # noqa: E402
 from mlp.kernels import numba_cpu as kernels  # noqa: E402
@@ -235,6 +236,45 @@ class Backend(_NumpyBackend):
         inputs = derivative_inputs(activation.needs, Z, A)
         self._kernels_for(activation, dA.dtype).backward_bias(*inputs, np.ascontiguousarray(dA), dZ, db)
         return dZ
+
+    # --- BatchNorm: generated kernels per activation (mlp.kernels.numba_batchnorm) -------
+    def _batchnorm_kernels(self, activation, dtype):
+        key = ("batchnorm", activation.name, tuple(activation.params.items()), dtype)
+        if key not in self._generated:
+            source = batchnorm.batchnorm_source(activation, str(dtype))
+            self._generated[key] = kernels.load(source, "batchnorm", (activation, str(dtype)))
+        return self._generated[key]
+
+    def batch_norm_statistics(self, X):
+        X = np.ascontiguousarray(X)
+        mean, var = np.empty(X.shape[1], X.dtype), np.empty(X.shape[1], X.dtype)
+        self._batchnorm_kernels(activations.get("identity"), X.dtype).statistics(X, mean, var)
+        return mean, var
+
+    def batch_norm_forward(self, X, mean, inv_std, gamma, beta, activation):
+        if not activation.elementwise:
+            return super().batch_norm_forward(X, mean, inv_std, gamma, beta, activation)
+        X = np.ascontiguousarray(X)
+        X_hat, Z, A = np.empty_like(X), np.empty_like(X), np.empty_like(X)
+        inv_std = np.ascontiguousarray(inv_std, dtype=X.dtype)
+        self._batchnorm_kernels(activation, X.dtype).forward(X, mean, inv_std, gamma, beta, X_hat, Z, A)
+        return X_hat, Z, A
+
+    def batch_norm_sums(self, Z, A, dA, X_hat, activation):
+        if not activation.elementwise:
+            return super().batch_norm_sums(Z, A, dA, X_hat, activation)
+        dA = np.ascontiguousarray(dA)
+        dZ, sums = np.empty_like(dA), np.empty((2, dA.shape[1]), dA.dtype)
+        inputs = derivative_inputs(activation.needs, Z, A)
+        self._batchnorm_kernels(activation, dA.dtype).sums(*inputs, dA, X_hat, dZ, sums[0], sums[1])
+        return dZ, sums[0], sums[1]
+
+    def batch_norm_input_delta(self, dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, rows):
+        dX = np.empty_like(dZ)
+        identity = self._batchnorm_kernels(activations.get("identity"), dZ.dtype)
+        identity.input_delta(dZ, X_hat, gamma, np.ascontiguousarray(inv_std, dtype=dZ.dtype), sum_dZ, sum_dZ_X_hat,
+                             dZ.dtype.type(rows), dX)
+        return dX
 
     def input_delta(self, dZ, W):
         if W.shape[0] != 1:

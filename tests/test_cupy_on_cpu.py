@@ -18,7 +18,10 @@ from tests.test_conformance import (  # noqa: F401  (collected here, against the
     test_gradients_match_reference,
     test_training_trajectory_matches_reference,
 )
-from tests.test_batchnorm_residual import test_every_backend_trains_as_numpy  # noqa: F401
+from tests.test_batchnorm_residual import (  # noqa: F401  (collected here, against the stand-in)
+    test_every_backend_trains_as_numpy,
+    test_every_backends_batch_norm_kernels_are_the_reference,
+)
 from tests.test_metrics import test_a_metric_function_is_scikit_learns_value_over_the_epoch  # noqa: F401
 from tests.test_weights import (  # noqa: F401  (collected here, against the stand-in)
     test_equal_weights_are_bit_identical_to_none,

@@ -107,7 +107,16 @@ class BatchNorm(Layer):
         return mean, squares / rows, rows
 
     # dA (batch, n) -> dX (batch, n); writes d_gamma, d_beta
-    def backward(self, backend, X, A, dA, need_dX=True):
+    def backward(self, backend, X, A, dA, need_dX=True, lr=None):
+        """dL/dX from dL/dA; fills d_gamma, d_beta, or with `lr` (plain SGD folded into the
+        backward pass, see Sequential._folded_sgd_rate) takes their step here, after dX."""
+        dX = self._backward(backend, dA, need_dX)
+        if lr is not None:
+            backend.plain_sgd(self.gamma, self.d_gamma, lr)
+            backend.plain_sgd(self.beta, self.d_beta, lr)
+        return dX
+
+    def _backward(self, backend, dA, need_dX):
         if self.kept is None:
             raise RuntimeError("BatchNorm.backward needs the training forward pass run with keep=True")
         training, X_hat, inv_std, Z, A = self.kept

@@ -96,7 +96,8 @@ class Dense(Layer):
     def backward(self, backend, X, A, dA, need_dX, fused=False, lr=None):
         """dL/dX from dL/dA; fills dW and db, or with `lr` takes the plain SGD step here."""
         act = None if fused else self.activation
-        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr, self.b, self.Z)
+        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr,
+                                      self.b if self.bias else None, self.Z)
 
     def config(self):
         config = {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,

@@ -25,6 +25,7 @@ from mlp import regularization, validation
 from mlp.backends import get_backend
 from mlp.batchnorm import BatchNorm
 from mlp.layers import Dense, Dropout, Layer, from_config
+from mlp.residual import Residual
 
 PREDICT_BATCH = 8192
 WARMUP_BYTES = 2**30
@@ -266,6 +267,8 @@ class Sequential:
             layer = self.layers[i]
             if isinstance(layer, Dropout):
                 delta = layer.backward(delta)
+            elif isinstance(layer, BatchNorm):
+                delta = layer.backward(self.backend, outputs[i], outputs[i + 1], delta, i > self._first_dense, lr=lr)
             elif not isinstance(layer, Dense):
                 delta = layer.backward(self.backend, outputs[i], outputs[i + 1], delta, need_dX=i > self._first_dense)
             else:
@@ -308,9 +311,8 @@ class Sequential:
         by it); None otherwise."""
         optimizer = self.optimizer
         if (type(optimizer) is not optimizers.SGD or optimizer.momentum != 0.0 or self.clip_norm is not None
-                or self.l1 or self.l2 or any(layer.n_params and not isinstance(layer, Dense) for layer in self.layers)
-                or not all(layer.bias for layer in self.dense_layers)):
-            return None  # (the folded step updates Dense layers' W and b only)
+                or self.l1 or self.l2 or any(isinstance(layer, Residual) for layer in self.layers)):
+            return None  # (Dense and BatchNorm layers take the folded step; blocks do not)
         folds = self._kernel_cache.get("folds_sgd")  # asked once (2 us), not on every step
         if folds is None:
             folds = self._kernel_cache["folds_sgd"] = self.backend.folds_sgd(self)

@@ -284,3 +284,19 @@ def test_every_backends_batch_norm_kernels_are_the_reference(backend_name, hidde
     expected = reference.batch_norm_input_delta(dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, 33)
     got = backend.batch_norm_input_delta(on(dZ), on(X_hat), on(gamma), on(inv_std), on(sum_dZ), on(sum_dZ_X_hat), 33)
     assert_close(backend.to_numpy(got), expected, dtype, scale=10)
+
+
+def test_plain_sgd_folded_into_the_backward_pass_is_the_unfolded_step(monkeypatch):
+    """Where the backend folds plain SGD into the backward pass, BatchNorm's gamma and beta take
+    their step there too (after dX), and a Dense layer without bias keeps its zeros."""
+    X, y = problem(rows=64)
+    results = []
+    for folds in (True, False):
+        model = mlp.MLP([5, 300, 300, 3], output="softmax", batch_norm=True, dtype="float64", seed=0)
+        model.compile(loss="cross_entropy", optimizer=mlp.SGD(0.1))
+        monkeypatch.setattr(model.backend, "folds_sgd", lambda model, folds=folds: folds)
+        assert (model._folded_sgd_rate() is not None) == folds
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+        assert not any(layer.b.any() for layer in model.dense_layers if not layer.bias)
+        results.append(model.params.copy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-10, atol=1e-12)

@@ -126,7 +126,8 @@ class Backend:
             self.weight_gradient(dZ, X, dW)
         else:
             self.descend(dZ, X, W, dW, lr)
-            self.plain_sgd(b, db, lr)
+            if b is not None:  # (None: a layer without bias)
+                self.plain_sgd(b, db, lr)
         return dX
 
     def delta_and_bias_gradient(self, A, dA, activation, db, Z=None):

@@ -245,6 +245,12 @@ class Backend(_NumpyBackend):
             self._generated[key] = kernels.load(source, "batchnorm", (activation, str(dtype)))
         return self._generated[key]
 
+    def _step_array(self, owner, role, like):
+        """An array shaped as `like` that lives within the step: a kept buffer (no fresh pages
+        to fault in at large batches), else a new one."""
+        buffer = self.buffer(owner, role, like.shape, like.dtype)
+        return np.empty_like(like) if buffer is None else buffer
+
     def batch_norm_statistics(self, X):
         X = np.ascontiguousarray(X)
         mean, var = np.empty(X.shape[1], X.dtype), np.empty(X.shape[1], X.dtype)
@@ -255,7 +261,7 @@ class Backend(_NumpyBackend):
         if not activation.elementwise:
             return super().batch_norm_forward(X, mean, inv_std, gamma, beta, activation)
         X = np.ascontiguousarray(X)
-        X_hat, Z, A = np.empty_like(X), np.empty_like(X), np.empty_like(X)
+        X_hat, Z, A = (self._step_array(gamma, role, X) for role in ("bn_X_hat", "bn_Z", "bn_A"))
         inv_std = np.ascontiguousarray(inv_std, dtype=X.dtype)
         self._batchnorm_kernels(activation, X.dtype).forward(X, mean, inv_std, gamma, beta, X_hat, Z, A)
         return X_hat, Z, A
@@ -264,13 +270,13 @@ class Backend(_NumpyBackend):
         if not activation.elementwise:
             return super().batch_norm_sums(Z, A, dA, X_hat, activation)
         dA = np.ascontiguousarray(dA)
-        dZ, sums = np.empty_like(dA), np.empty((2, dA.shape[1]), dA.dtype)
+        dZ, sums = self._step_array(X_hat, "bn_dZ", dA), np.empty((2, dA.shape[1]), dA.dtype)
         inputs = derivative_inputs(activation.needs, Z, A)
         self._batchnorm_kernels(activation, dA.dtype).sums(*inputs, dA, X_hat, dZ, sums[0], sums[1])
         return dZ, sums[0], sums[1]
 
     def batch_norm_input_delta(self, dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, rows):
-        dX = np.empty_like(dZ)
+        dX = self._step_array(gamma, "bn_dX", dZ)
         identity = self._batchnorm_kernels(activations.get("identity"), dZ.dtype)
         identity.input_delta(dZ, X_hat, gamma, np.ascontiguousarray(inv_std, dtype=dZ.dtype), sum_dZ, sum_dZ_X_hat,
                              dZ.dtype.type(rows), dX)

@@ -300,3 +300,20 @@ def test_plain_sgd_folded_into_the_backward_pass_is_the_unfolded_step(monkeypatc
         assert not any(layer.b.any() for layer in model.dense_layers if not layer.bias)
         results.append(model.params.copy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda h: h["layers"][1].update(n=10**9), "architecture needs"),  # 2e9 parameters and statistics claimed
+    (lambda h: h["layers"][1].update(momentum=7), "invalid"),
+    (lambda h: h["layers"][1].update(type="Residual", layers=[{"type": "Residual", "layers": []}]), "invalid"),
+    (lambda h: h.pop("state_sha256"), "running statistics"),
+])
+def test_a_hostile_header_is_refused_without_allocating_what_it_claims(edit, message, tmp_path):
+    """Sealed headers (their own checksum recomputed): only the schema and the arrays' real sizes
+    can object, before anything the header claims is allocated."""
+    from tests.model_files import rewrite_header
+
+    build("batchnorm").save(tmp_path / "m.npz")
+    rewrite_header(tmp_path / "m.npz", tmp_path / "bad.npz", edit, seal=True)
+    with pytest.raises(mlp.ModelFileError, match=message):
+        mlp.load(tmp_path / "bad.npz")

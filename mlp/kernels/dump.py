@@ -38,19 +38,30 @@ def model_sources(model, batch, backends=("numba", "cupy")):
     """[(kind, plan, source, suffix)]: every source `model`'s training and inference would
     compile at this batch size on the Numba and CuPy backends (generated, not compiled:
     no Numba, CuPy or GPU is needed)."""
-    from mlp.kernels import cuda_fused, cuda_source, numba_codegen, numba_elementwise, numba_plan, numba_update
+    from mlp import activations as mlp_activations
+    from mlp.batchnorm import BatchNorm
+    from mlp.kernels import (cuda_fused, cuda_source, numba_batchnorm, numba_codegen, numba_elementwise, numba_plan,
+                             numba_update)
     from mlp.kernels.numba_products import product_source
+    from mlp.layers import Dense
+    from mlp.model import _every_layer
 
     dtype = str(model.dtype)
     activations = list({layer.activation.name: layer.activation for layer in model.dense_layers}.values())
     update = model.optimizer.update_plan if model.optimizer is not None else None
     found = []
+    whole = all(isinstance(layer, Dense) and layer.bias for layer in model.layers)  # what the whole step takes
+    norms = [layer.activation for layer in _every_layer(model.layers) if isinstance(layer, BatchNorm)]
     if "numba" in backends:
-        if model.loss is not None:
+        if model.loss is not None and whole:
             plan = numba_plan.step_plan(model, batch)
             found.append(("step", plan, numba_codegen.step_source(plan), ".py"))
-        forward = numba_plan.forward_plan(model, batch)
-        found.append(("forward", forward, numba_codegen.forward_source(*forward), ".py"))
+        if whole:
+            forward = numba_plan.forward_plan(model, batch)
+            found.append(("forward", forward, numba_codegen.forward_source(*forward), ".py"))
+        found += [("batchnorm", (activation, dtype), numba_batchnorm.batchnorm_source(activation, dtype), ".py")
+                  for activation in {a.name: a for a in [mlp_activations.get("identity"), *norms]}.values()
+                  if norms and activation.elementwise]
         found.append(("product", None, product_source(), ".py"))
         found += [("elementwise", (activation, dtype), numba_elementwise.elementwise_source(activation, dtype), ".py")
                   for activation in activations]

@@ -84,7 +84,8 @@ class BatchNorm(Layer):
         else:
             mean, inv_std = self.running_mean, 1.0 / xp.sqrt(self.running_var + self.eps)
         X_hat, Z, A = backend.batch_norm_forward(X, mean, inv_std, self.gamma, self.beta, self.activation)
-        self.kept = (training, X_hat, inv_std, Z, A) if keep else None
+        if keep:  # (an inference pass, from another thread too, leaves a training pass's state alone)
+            self.kept = (training, X_hat, inv_std, Z, A)
         return A
 
     def _statistics(self, backend, X):
@@ -100,6 +101,8 @@ class BatchNorm(Layer):
         sums = xp.concatenate([X.sum(axis=0), xp.full(1, X.shape[0], dtype=X.dtype)])
         self.collective.allreduce_sum(sums)
         rows = int(round(float(sums[-1])))
+        if rows < 2:  # (every rank sees the same count: all raise alike)
+            raise ValueError(f"BatchNorm needs at least 2 rows in the global batch; got {rows}")
         mean = sums[:-1] / rows
         centred = X - mean
         squares = xp.ascontiguousarray((centred * centred).sum(axis=0))
@@ -140,8 +143,28 @@ class BatchNorm(Layer):
                   "momentum": self.momentum, "eps": self.eps}
         return {**config, "sync": True} if self.sync else config
 
-    def __getstate__(self):
-        return {**super().__getstate__(), "collective": None}  # a copy takes part in no job
+    def __getstate__(self):  # a copy takes part in no job, and carries no batch's activations
+        return {**super().__getstate__(), "collective": None, "kept": None}
 
     def __repr__(self):
         return f"BatchNorm({self.n_out}, activation={self.activation.name!r})"
+
+
+def check_batches(model, n, batch, ranks=1):
+    """Refuse, before training, batches a model's BatchNorm layers cannot normalise: fewer than 2
+    rows in a batch (the last one included, `n` rows in batches of `batch`), and in a data-parallel
+    fit over `ranks` ranks a shard of fewer than 2 rows (a layer normalising each rank's own) or
+    of none (a sync layer: every rank takes part in its all-reduces)."""
+    from mlp.model import _every_layer
+
+    norms = [layer for layer in _every_layer(model.layers) if isinstance(layer, BatchNorm)]
+    if not norms:
+        return
+    sizes = {batch, n - (-(-n // batch) - 1) * batch}
+    smallest = min(sizes)
+    per_rank = 2 if any(not layer.sync for layer in norms) or ranks == 1 else 1
+    if smallest < 2 or smallest // ranks < per_rank:
+        where = f"{smallest // ranks} rows on a rank of {ranks}" if ranks > 1 else f"{smallest} row"
+        raise ValueError(f"BatchNorm needs at least {max(2, per_rank)} rows per batch{' and rank' * (ranks > 1)} "
+                         f"in training; {n} samples in batches of {batch} leave {where}: choose a batch_size "
+                         f"(the last batch too) of at least {max(2, per_rank * ranks)}")

@@ -85,7 +85,7 @@ class EarlyStopping(Callback):
         """Forget any earlier run: fit calls this unless it resumes a checkpoint."""
         self.best = math.inf
         self.wait = 0
-        self.best_epoch = self.stopped_epoch = self.best_params = None
+        self.best_epoch = self.stopped_epoch = self.best_params = self.best_state = None
 
     @classmethod
     def from_arg(cls, value):
@@ -115,8 +115,8 @@ class EarlyStopping(Callback):
         value = self.sign * logs[self.monitor]
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                self.best_params = model.params.copy()
+            if self.restore_best_weights:  # the weights and the running statistics that go with them
+                self.best_params, self.best_state = model.params.copy(), model.state.copy()
             return False
         self.wait += 1
         if self.wait >= self.patience:
@@ -127,6 +127,8 @@ class EarlyStopping(Callback):
     def restore(self, model):
         if self.restore_best_weights and self.best_params is not None:
             model.params[...] = self.best_params
+            if self.best_state is not None:
+                model.state[...] = self.best_state
 
     def on_epoch_end(self, epoch, logs=None):
         if self.update(epoch, logs, self.model):

@@ -28,12 +28,12 @@ from mlp.errors import ModelFileError
 _SCALARS = (int, float, bool, str, type(None))
 _STATE_KEYS = {"next_epoch", "optimizer", "history", "shuffle_rng", "fit_start_rng", "dropout_rng",
                "schedule", "stopper"}
-_ARRAY_NAME = re.compile(r"optimizer_[a-z][a-z0-9_]{0,31}|stopper_best_params")
+_ARRAY_NAME = re.compile(r"optimizer_[a-z][a-z0-9_]{0,31}|stopper_best_params|stopper_best_state")
 _MAX_ARRAYS = 8
 _PCG64_KEYS = {"bit_generator", "state", "has_uint32", "uinteger"}
 
 
-_ARRAY_FIELDS = {"best_params"}  # early stopping's best weights: saved as an array, not in the JSON
+_ARRAY_FIELDS = {"best_params", "best_state"}  # early stopping's best weights (and statistics): arrays
 
 
 def _scalars(obj) -> dict:
@@ -73,6 +73,8 @@ def save(path, model, *, next_epoch, history, fit_start_rng, schedule=None, stop
     }
     if stopper is not None and stopper.best_params is not None:
         arrays["stopper_best_params"] = backend.to_numpy(stopper.best_params)
+        if stopper.best_state is not None and stopper.best_state.size:
+            arrays["stopper_best_state"] = backend.to_numpy(stopper.best_state)
     io.save(model, path, extra_header={"checkpoint": state}, extra_arrays=arrays)
 
 
@@ -304,8 +306,12 @@ def _check_fits(saved: Checkpoint, model):
 def _shapes(layers) -> list:
     """The layers' configurations without their initialisers: once weights are restored, how they
     were first drawn does not matter (and a default initialiser may have changed since)."""
-    return [{key: value for key, value in layer.items() if key != "init"} if isinstance(layer, dict) else layer
-            for layer in layers]
+    def strip(layer):
+        if not isinstance(layer, dict):
+            return layer
+        return {key: _shapes(value) if key == "layers" and isinstance(value, list) else value
+                for key, value in layer.items() if key != "init"}
+    return [strip(layer) for layer in layers]
 
 
 def check_logged(saved: Checkpoint, names):
@@ -359,6 +365,9 @@ def restore(saved: Checkpoint, model, history, schedule=None, stopper=None) -> i
     if stopper_fields is not None:
         vars(stopper).update(stopper_fields)
         stopper.best_params = backend.asarray(best_params, model.dtype) if best_params is not None else None
+        best_state = saved.arrays.get("stopper_best_state")
+        stopper.best_state = backend.asarray(best_state, model.dtype) if best_state is not None else \
+            (model.state.copy() if best_params is not None else None)
     model._kernel_cache.clear()
     return state["next_epoch"]
 

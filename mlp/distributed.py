@@ -358,21 +358,6 @@ class DataParallel:
         for layer in self.synced:
             layer.collective = None
 
-    def check_shards(self, n, batch):
-        """Refuse, before training, batches whose shards BatchNorm cannot normalise: a rank with
-        fewer than 2 rows (its own statistics) or, with sync, with none (it must take part in
-        the collectives)."""
-        if not (self.synced or self.per_rank):
-            return
-        sizes = {batch, n - (math.ceil(n / batch) - 1) * batch}
-        least = min(size // self.size for size in sizes)
-        need = 2 if self.per_rank else 1
-        if least < need:
-            role = "each rank normalises its own" if self.per_rank else "every rank joins"
-            raise ValueError(f"BatchNorm on {self.size} ranks: a batch of {min(sizes)} rows leaves a rank {least} "
-                             f"rows, and {role} (needs {need}); choose a batch_size (the last batch too) of at "
-                             f"least {need * self.size}")
-
     def start(self, X=None, Y=None, settings=None):
         """Check that every rank holds the same model, data and settings (see `check_agreement`),
         then give every rank rank 0's initial weights and shuffling state.
@@ -380,6 +365,8 @@ class DataParallel:
         A caller that shards data of its own making (the scaling benchmark) may leave them out."""
         self.check_agreement(X, Y, settings)
         self.world.broadcast(self.model.params)
+        if self.model.state.size:  # BatchNorm's running statistics: rank 0's too
+            self.world.broadcast(self.model.state)
         state = self.world.broadcast_object(self.model._shuffle_rng.bit_generator.state)
         self.model._shuffle_rng.bit_generator.state = state
 

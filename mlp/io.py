@@ -365,7 +365,7 @@ def read(path, extra_arrays=None):
                                  "the file was modified or damaged")
         names = list(extra_arrays(header)) if extra_arrays is not None else []
         extras = {}
-        n_state = sum(layer.n_state for layer in _layers(header, path))
+        n_state = sum(layer.n_state for layer in _layers(header, path))  # Python ints, nothing allocated
         if n_state:
             extras["state"] = _read_array(archive, "state", path, archive_size, dtypes, length=n_state)
             if header.get("state_sha256") != digest(extras["state"]):
@@ -373,7 +373,8 @@ def read(path, extra_arrays=None):
                                      "the file was modified or damaged")
         for name in names:
             expected = _array_digest(header, name, path)
-            extras[name] = _read_array(archive, name, path, archive_size, _ARRAY_DTYPES, length=n_params)
+            length = n_state if name.endswith("_state") else n_params  # (early stopping's best statistics)
+            extras[name] = _read_array(archive, name, path, archive_size, _ARRAY_DTYPES, length=length)
             if digest(extras[name]) != expected:
                 raise ModelFileError(f"the {name!r} array in {path!r} does not match its checksum: the file "
                                      "was modified or damaged")

@@ -38,6 +38,8 @@ class Layer(Owned):
 
 
 class Dense(Layer):
+    bias = True  # (models pickled before layers could go without)
+
     """Fully connected layer: Z = X W^T + b, A = f(Z).
 
     W: (n_out, n_in) and b: (n_out,), as in the lectures and torch.nn.Linear.
@@ -89,7 +91,8 @@ class Dense(Layer):
         if keep and self.activation.keeps_input:
             self.Z, A = backend.dense_forward_keeping_input(X, self.W, self.b, self.activation)
             return A
-        self.Z = None
+        if keep:  # (an inference pass, from another thread too, leaves a training pass's Z alone)
+            self.Z = None
         return backend.dense_forward(X, self.W, self.b, self.activation)
 
     # dA (batch, n_out) -> dX (batch, n_in); writes dW, db. `fused`: dA is already dL/dZ.

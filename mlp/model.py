@@ -263,7 +263,7 @@ class Sequential:
         """The delta recursion, last layer first; fills `grads` (with `lr`: each layer takes
         its plain SGD step as soon as its gradient is known, see `_folded_sgd_rate`)."""
         last = len(self.layers) - 1
-        for i in range(last, -1, -1):
+        for i in range(last, self._first_dense - 1, -1):  # (layers before the first with parameters: no delta)
             layer = self.layers[i]
             if isinstance(layer, Dropout):
                 delta = layer.backward(delta)
@@ -404,7 +404,9 @@ class Sequential:
     def loss_and_gradients(self, X, y, loss=None, l1=None, l2=None, training=False, sample_weight=None,
                            class_weight=None):
         """(loss: float, [(dW, db), ...] as NumPy arrays), by the hand-derived backward pass.
-        `loss`, `l1`, `l2` default to the compiled ones; `training=True` applies dropout;
+        `loss`, `l1`, `l2` default to the compiled ones; `training=True` applies dropout and
+        normalises BatchNorm layers by the batch (updating their running statistics, as a
+        training step does; False: the running statistics, left alone);
         `sample_weight`, `class_weight` as in fit (normalised to mean 1 over these rows)."""
         from mlp import weights as weights_mod
 
@@ -417,7 +419,7 @@ class Sequential:
         R = None if R is None else self.backend.asarray(R, self.dtype)
         value, _ = self._compute_gradients(X, Y, loss, l1, l2, training, weights=R)
         to_numpy = self.backend.to_numpy
-        grads = [(to_numpy(layer.dW).copy(), to_numpy(layer.db).copy()) for layer in self.dense_layers]
+        grads = [(to_numpy(layer.dW).copy(), to_numpy(layer.db).copy() * layer.bias) for layer in self.dense_layers]
         return float(value), grads
 
     def train_step(self, X, y):
@@ -442,7 +444,7 @@ class Sequential:
                          clip_norm=self.clip_norm, metrics=[])
         for n in sizes:
             X = twin.backend.zeros((n, self.n_in), self.dtype)
-            if self.loss is not None:
+            if self.loss is not None and (n > 1 or not self.state.size):  # (BatchNorm trains on 2 rows or more)
                 twin._train_batch(X, twin.backend.zeros((n, self.n_out), self.dtype))
             twin._infer(X)
         self.backend.synchronize()

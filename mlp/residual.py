@@ -37,6 +37,8 @@ class Residual(Layer):
                 raise ValueError(f"the block's layers do not chain: {before!r} gives {before.n_out} outputs "
                                  f"but {after!r} expects {after.n_in}")
         self.n_in, self.n_out = self.layers[0].n_in, self.layers[-1].n_out
+        if projection is not None and not isinstance(projection, bool):
+            raise ValueError(f"projection must be None, True or False; got {projection!r}")
         if projection is None:
             projection = self.n_in != self.n_out
         if not projection and self.n_in != self.n_out:
@@ -83,7 +85,8 @@ class Residual(Layer):
             inputs.append(out)
         S = out + (X if self.projection is None else self.projection.forward(backend, X))
         A = backend.activate(S, self.activation)
-        self.kept = (inputs, S, A) if keep else None
+        if keep:  # (an inference pass, from another thread too, leaves a training pass's state alone)
+            self.kept = (inputs, S, A)
         return A
 
     # dA (batch, n_out) -> dX (batch, n_in); writes the block's gradients
@@ -98,6 +101,9 @@ class Residual(Layer):
             through = self.projection.backward(backend, X, None, dS, need_dX, fused=True)
             return delta + through if need_dX else None
         return delta + dS if need_dX else None
+
+    def __getstate__(self):  # a copy carries no batch's activations
+        return {**super().__getstate__(), "kept": None}
 
     def config(self):
         return {"type": "Residual", "layers": [layer.config() for layer in self.layers],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 
-from mlp import callbacks as callbacks_mod, checkpoint as checkpoint_mod, distributed as distributed_mod
+from mlp import batchnorm, callbacks as callbacks_mod, checkpoint as checkpoint_mod, distributed as distributed_mod
 from mlp import interrupt, metrics as metrics_mod, progress, schedules, validation
 from mlp import weights as weights_mod
 from mlp.callbacks import Callback, CallbackList
@@ -198,8 +198,7 @@ def _prepare(model, X, y, *, epochs, batch_size, shuffle, validation_data, valid
     X, Y, R, X_val, Y_val = model._split_validation(X, Y, R, validation_data, validation_split)
     n = X.shape[0]
     batch = validation.batch_size(batch_size, n)
-    if run.parallel is not None:
-        run.parallel.check_shards(n, batch)
+    batchnorm.check_batches(model, n, batch, 1 if run.parallel is None else run.parallel.size)
     backend = model.backend
     X, Y = backend.resident(X), backend.resident(Y)  # the whole set moves to the device once
     R = None if R is None else backend.resident(R.astype(model.dtype))
@@ -302,6 +301,10 @@ class _Epoch:
         logs = {"loss": float(total / loss.normaliser(self.Y.shape))}
         if not math.isfinite(logs["loss"]):
             self.last_finite.diverged(logs["loss"], epoch, None)
+        if model.state.size:  # BatchNorm's running variance can overflow while the loss stays finite
+            spread = float(backend.xp.abs(model.state).sum())
+            if not math.isfinite(spread):
+                self.last_finite.diverged(spread, epoch, None, what="the sum of BatchNorm's running statistics")
         logs.update({name: model._metrics[name].result(totals[name]) for name in model.metrics})
         return logs
 
@@ -315,7 +318,7 @@ class _Snapshot:
 
     def take(self, epoch):
         optimizer = self.model.optimizer
-        self.epoch, self.params = epoch, self.model.params.copy()
+        self.epoch, self.params, self.statistics = epoch, self.model.params.copy(), self.model.state.copy()
         self.state = {name: value.copy() for name, value in optimizer.state_arrays().items()}
         self.step = getattr(optimizer, "step", None)
 
@@ -323,6 +326,7 @@ class _Snapshot:
         """Put the state back; returns the epoch whose end it is (None: the start of the fit)."""
         optimizer = self.model.optimizer
         self.model.params[...] = self.params
+        self.model.state[...] = self.statistics  # (BatchNorm's running statistics)
         for name, value in optimizer.state_arrays().items():
             value[...] = self.state[name]
         if self.step is not None:
@@ -330,13 +334,13 @@ class _Snapshot:
         self.model._kernel_cache.clear()  # compiled steps may cache derived state
         return self.epoch - 1 if self.epoch > self.first_epoch else None
 
-    def diverged(self, value, epoch, step):
+    def diverged(self, value, epoch, step, what="the loss"):
         """Put back finite weights (early stopping's best, else the last epoch's end) and raise."""
         model, stopper = self.model, self.stopper
         where = f"epoch {epoch + 1}" + (f", batch {step + 1}" if step is not None else "")
         restored = self.restore()
         if stopper is not None and stopper.best_params is not None:
-            model.params[...] = stopper.best_params
+            stopper.restore(model)
             restored = stopper.best_epoch
             kept = f"restored the best weights, from the end of epoch {restored + 1} (early stopping's)"
         elif restored is None:
@@ -344,7 +348,7 @@ class _Snapshot:
         else:
             kept = f"restored the weights from the end of epoch {restored + 1}, the last finite ones"
         error = TrainingDivergedError(
-            f"the loss became {value} at {where}: training diverged; {kept}. Lower the learning rate "
+            f"{what} became {value} at {where}: training diverged; {kept}. Lower the learning rate "
             f"(now {model.optimizer.lr}), standardise the inputs, or set clip_norm in compile()."
         )
         error.epoch, error.restored_epoch = epoch, restored

@@ -218,11 +218,14 @@ def test_a_damaged_state_is_refused(tmp_path):
         mlp.load(tmp_path / "bad.npz")
 
 
-def test_a_batch_of_one_row_in_training_is_refused():
+def test_a_batch_of_one_row_in_training_is_refused_before_training():
     model = build("batchnorm")
     X, y = problem(rows=9)
+    before = model.params.copy()
     with pytest.raises(ValueError, match="at least 2 rows"):
         model.fit(X, y, epochs=1, batch_size=4, verbose=0)  # 9 = 4 + 4 + 1
+    np.testing.assert_array_equal(model.params, before)
+    assert model.warmup(1, 4) >= 0  # a batch of one row is inference only
 
 
 def test_residual_blocks_check_their_widths():
@@ -317,3 +320,44 @@ def test_a_hostile_header_is_refused_without_allocating_what_it_claims(edit, mes
     rewrite_header(tmp_path / "m.npz", tmp_path / "bad.npz", edit, seal=True)
     with pytest.raises(mlp.ModelFileError, match=message):
         mlp.load(tmp_path / "bad.npz")
+
+
+def test_divergence_and_early_stopping_put_back_the_running_statistics_with_the_weights(tmp_path):
+    X, y = problem(rows=40)
+    model = build("batchnorm")
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    params, state = model.params.copy(), model.state.copy()
+    model.compile(loss="cross_entropy", optimizer=mlp.SGD(1e300))  # the weights overflow
+    with pytest.raises(mlp.TrainingDivergedError):
+        model.fit(X, y, epochs=3, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.params, params)
+    np.testing.assert_array_equal(model.state, state)
+    whole = build("batchnorm")
+    stopper = mlp.EarlyStopping(patience=2, monitor="loss", min_delta=10.0)
+    whole.fit(X, y, epochs=6, batch_size=8, verbose=0, early_stopping=stopper)
+    assert stopper.best_epoch == 0
+    np.testing.assert_array_equal(whole.params, stopper.best_params)
+    np.testing.assert_array_equal(whole.state, stopper.best_state)  # the statistics of the best epoch
+    assert not np.array_equal(whole.state, build("batchnorm").state)
+
+    class Stop(mlp.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
+    first = build("batchnorm")
+    first.fit(X, y, epochs=6, batch_size=8, verbose=0, checkpoint=tmp_path / "ck.npz", callbacks=[Stop()],
+              early_stopping=mlp.EarlyStopping(patience=2, monitor="loss", min_delta=10.0))
+    resumed = build("batchnorm")
+    resumed.fit(X, y, epochs=6, batch_size=8, verbose=0, resume=tmp_path / "ck.npz",
+                early_stopping=mlp.EarlyStopping(patience=2, monitor="loss", min_delta=10.0))
+    np.testing.assert_array_equal(resumed.params, whole.params)
+    np.testing.assert_array_equal(resumed.state, whole.state)
+
+
+def test_dropout_before_the_first_layer_with_parameters():
+    model = mlp.Sequential([mlp.Dropout(0.2), mlp.BatchNorm(5, activation="relu"), mlp.Dense(5, 3, "softmax")],
+                           seed=0).compile(loss="cross_entropy", optimizer="adam")
+    X, y = problem(rows=40)
+    assert np.isfinite(model.fit(X, y, epochs=2, batch_size=8, verbose=0)["loss"]).all()
+    with pytest.raises(ValueError, match="projection must be"):
+        mlp.Residual([mlp.Dense(4, 4)], projection="no")

@@ -23,19 +23,19 @@ def batchnorm_source(activation, dtype="float64") -> str:
 @_jit
 def statistics(X, mean, var):
     n, m = X.shape
-    mean[:] = 0.0
-    var[:] = 0.0
+    total = np.zeros(m, np.float64)  # float64 sums: a float32 running sum over many rows drifts
     for i in range(n):
         for j in range(m):
-            mean[j] += X[i, j]
+            total[j] += X[i, j]
     for j in range(m):
-        mean[j] /= n
+        mean[j] = total[j] / n
+    total[:] = 0.0
     for i in range(n):
         for j in range(m):
             deviation = X[i, j] - mean[j]
-            var[j] += deviation * deviation
+            total[j] += deviation * deviation
     for j in range(m):
-        var[j] /= n
+        var[j] = total[j] / n
 
 
 @_jit
@@ -53,14 +53,17 @@ def forward(X, mean, inv_std, gamma, beta, X_hat, Z, A):
 @_jit
 def sums({inputs}, dA, X_hat, dZ, sum_dZ, sum_dZ_X_hat):
     n, m = dA.shape
-    sum_dZ[:] = 0.0
-    sum_dZ_X_hat[:] = 0.0
+    first = np.zeros(m, np.float64)  # float64 sums, as in statistics
+    second = np.zeros(m, np.float64)
     for i in range(n):
         for j in range(m):
             dz = {derivative}
             dZ[i, j] = dz
-            sum_dZ[j] += dz
-            sum_dZ_X_hat[j] += dz * X_hat[i, j]
+            first[j] += dz
+            second[j] += dz * X_hat[i, j]
+    for j in range(m):
+        sum_dZ[j] = first[j]
+        sum_dZ_X_hat[j] = second[j]
 
 
 @_jit

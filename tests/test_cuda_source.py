@@ -202,3 +202,17 @@ def test_nvrtc_reports_a_compile_error_with_its_log():
     _nvrtc_or_skip()
     with pytest.raises(RuntimeError, match="could not compile"):
         cuda_toolchain.nvrtc_compile('extern "C" __global__ void k() { undeclared = 1; }')
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.long)])
+def test_batchnorm_kernels_compile_with_nvrtc_for_every_activation(dtype):
+    """BatchNorm's kernels (cuda_source.batchnorm_source) for each registered activation after it:
+    one NVRTC compile of them all (their arithmetic runs on the CPU stand-in's tests)."""
+    _nvrtc_or_skip()
+    names = [name for name, make in activations.ACTIVATIONS.items() if make().elementwise and make().differentiable]
+    for name in names:
+        source = cuda_source.batchnorm_source(dtype, activations.get(name))
+        cubin, log = cuda_toolchain.nvrtc_compile(source, "sm_90")
+        report = cuda_toolchain.parse_ptxas(log)
+        assert cubin and set(report) == set(cuda_source.kernel_names(source)), name
+        assert all(r.spill_stores == r.spill_loads == 0 for r in report.values()), (name, report)

@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from mlp import config
+from mlp import activations as activations_mod, config
 from mlp.activations import derivative_inputs
 from mlp.backends._base import Backend as _Base
 from mlp.backends._base import require
@@ -202,6 +202,54 @@ class Backend(_Base):
         self._launch(kernel, dZ.size, *derivative_inputs(activation.needs, Z, A), dA, dZ, np.int64(dZ.size))
         cupy.sum(dZ, axis=0, out=db)
         return dZ
+
+    # --- BatchNorm: generated kernels per activation (cuda_source.batchnorm_source) -------
+    def _batchnorm_kernels(self, dtype, activation):
+        key = ("batchnorm", np.dtype(dtype).name, cuda_source.activation_key(activation))
+        if key not in self._modules:
+            source = cuda_source.batchnorm_source(key[1], activation)
+            dump.write(source, "cuda_batchnorm", key, ".cu")
+            module = cupy.RawModule(code=source, options=("--std=c++17",))
+            self._modules[key] = {name: module.get_function(name) for name in cuda_source.kernel_names(source)}
+        return self._modules[key]
+
+    def batch_norm_statistics(self, X):
+        X = cupy.ascontiguousarray(X)
+        rows, cols = X.shape
+        mean, var = cupy.empty(cols, X.dtype), cupy.empty(cols, X.dtype)
+        kernels = self._batchnorm_kernels(X.dtype, activations_mod.get("identity"))
+        self._launch(kernels["bn_statistics"], cols, X, mean, var, np.int64(rows), np.int64(cols))
+        return mean, var
+
+    def batch_norm_forward(self, X, mean, inv_std, gamma, beta, activation):
+        if not activation.elementwise:
+            return super().batch_norm_forward(X, mean, inv_std, gamma, beta, activation)
+        X = cupy.ascontiguousarray(X)
+        X_hat, Z, A = cupy.empty_like(X), cupy.empty_like(X), cupy.empty_like(X)
+        inv_std = cupy.ascontiguousarray(inv_std, dtype=X.dtype)
+        kernel = self._batchnorm_kernels(X.dtype, activation)[f"bn_forward_{cuda_source.activation_key(activation)}"]
+        self._launch(kernel, X.size, X, mean, inv_std, gamma, beta, X_hat, Z, A, np.int64(X.shape[0]),
+                     np.int64(X.shape[1]))
+        return X_hat, Z, A
+
+    def batch_norm_sums(self, Z, A, dA, X_hat, activation):
+        if not activation.elementwise:
+            return super().batch_norm_sums(Z, A, dA, X_hat, activation)
+        dA = cupy.ascontiguousarray(dA)
+        dZ, sum_dZ, sum_dZ_X_hat = cupy.empty_like(dA), cupy.empty(dA.shape[1], dA.dtype), cupy.empty(dA.shape[1],
+                                                                                                        dA.dtype)
+        kernel = self._batchnorm_kernels(dA.dtype, activation)[f"bn_sums_{cuda_source.activation_key(activation)}"]
+        self._launch(kernel, dA.shape[1], *derivative_inputs(activation.needs, Z, A), dA, X_hat, dZ, sum_dZ,
+                     sum_dZ_X_hat, np.int64(dA.shape[0]), np.int64(dA.shape[1]))
+        return dZ, sum_dZ, sum_dZ_X_hat
+
+    def batch_norm_input_delta(self, dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, rows):
+        dX = cupy.empty_like(dZ)
+        kernels = self._batchnorm_kernels(dZ.dtype, activations_mod.get("identity"))
+        inv_std = cupy.ascontiguousarray(inv_std, dtype=dZ.dtype)
+        self._launch(kernels["bn_input_delta"], dZ.size, dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat,
+                     dZ.dtype.type(rows), dX, np.int64(dZ.shape[0]), np.int64(dZ.shape[1]))
+        return dX
 
     # --- the loss ------------------------------------------------------------------
     def output_and_loss(self, Z, Y, loss, activation, weights=None):

@@ -88,6 +88,50 @@ def _activation_kernels(activation) -> str:
     return source
 
 
+def batchnorm_source(dtype: str, activation) -> str:
+    """The CuPy backend's BatchNorm kernels for one activation, from mlp.batchnorm's formulas
+    (Backend.batch_norm_* is their reference): `bn_statistics` and `bn_sums_<key>` take one
+    feature (column) per thread over the rows, with double sums; `bn_forward_<key>` (normalise,
+    scale and shift, activate) and `bn_input_delta` one element per thread."""
+    key = activation_key(activation)
+    params = {name: c_number(value) for name, value in activation.params.items()}
+    columns = _GRID_STRIDE.format(i="j", n="cols")
+    elements = _GRID_STRIDE.format(i="i", n="rows * cols")
+    statistics = (f"    {columns} {{\n"
+                  "        double total = 0.0;\n"
+                  "        for (long long r = 0; r < rows; ++r) total += X[r * cols + j];\n"
+                  "        double mu = total / rows, squares = 0.0;\n"
+                  "        for (long long r = 0; r < rows; ++r) {\n"
+                  "            double d = X[r * cols + j] - mu;\n            squares += d * d;\n        }\n"
+                  "        mean[j] = (T)mu;\n        var[j] = (T)(squares / rows);\n    }")
+    activate = to_c(activation.forward, bind(activation.forward, ["z"], params), ["A[i]"])
+    forward = ("long long j = i % cols;\nT x_hat = (X[i] - mean[j]) * inv_std[j];\nX_hat[i] = x_hat;\n"
+               "T z = x_hat * gamma[j] + beta[j];\nZ[i] = z;\n" + activate)
+    inputs = activations.derivative_inputs(activation.needs, "Z", "A")
+    derivative = to_c(activation.derivative, bind(activation.derivative, [f"{name}[k]" for name in inputs] + ["dA[k]"],
+                                                  params), ["dZ[k]"])
+    sums = (f"    {columns} {{\n        double first = 0.0, second = 0.0;\n"
+            "        for (long long r = 0; r < rows; ++r) {\n            long long k = r * cols + j;\n"
+            f"{_indent(derivative, 3)}\n            first += dZ[k];\n            second += dZ[k] * X_hat[k];\n"
+            "        }\n        sum_dZ[j] = (T)first;\n        sum_dZ_X_hat[j] = (T)second;\n    }")
+    delta = ("long long j = i % cols;\n"
+             "dX[i] = gamma[j] * inv_std[j] / rows_t * (rows_t * dZ[i] - sum_dZ[j] - X_hat[i] * sum_dZ_X_hat[j]);")
+    sizes = [("long long", "rows"), ("long long", "cols")]
+    return "\n".join([
+        f"typedef {C_TYPES[dtype]} T;", C_PRELUDE,
+        _kernel("bn_statistics", None, statistics, [("const T*", "X"), ("T*", "mean"), ("T*", "var"), *sizes]),
+        _kernel(f"bn_forward_{key}", None, f"    {elements} {{\n{_indent(forward)}\n    }}",
+                [("const T*", "X"), ("const T*", "mean"), ("const T*", "inv_std"), ("const T*", "gamma"),
+                 ("const T*", "beta"), ("T*", "X_hat"), ("T*", "Z"), ("T*", "A"), *sizes]),
+        _kernel(f"bn_sums_{key}", None, sums,
+                [("const T*", name) for name in inputs] + [("const T*", "dA"), ("const T*", "X_hat"), ("T*", "dZ"),
+                                                           ("T*", "sum_dZ"), ("T*", "sum_dZ_X_hat"), *sizes]),
+        _kernel("bn_input_delta", None, f"    {elements} {{\n{_indent(delta)}\n    }}",
+                [("const T*", "dZ"), ("const T*", "X_hat"), ("const T*", "gamma"), ("const T*", "inv_std"),
+                 ("const T*", "sum_dZ"), ("const T*", "sum_dZ_X_hat"), ("T", "rows_t"), ("T*", "dX"), *sizes]),
+    ])
+
+
 def _loss_kernel(loss) -> str:
     term = to_c(loss.term, {"a": "A[i]", "y": "Y[i]"}, ["term[i]"])
     gradient = to_c(loss.term_gradient, {"a": "A[i]", "y": "Y[i]"}, ["T gradient"])

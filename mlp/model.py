@@ -411,8 +411,8 @@ class Sequential:
         from mlp import weights as weights_mod
 
         loss = self._checked_loss(loss if loss is not None else (self.loss or "mse"))
-        l1 = self.l1 if l1 is None else l1
-        l2 = self.l2 if l2 is None else l2
+        l1 = self.l1 if l1 is None else validation.number(l1, "l1", low=0.0)  # as compile checks them
+        l2 = self.l2 if l2 is None else validation.number(l2, "l2", low=0.0)
         X, Y = self._device_data(X, y, loss.name)
         R = weights_mod.row_weights(sample_weight, class_weight, self.backend.to_numpy(Y), loss.name,
                                     self.preprocessing)

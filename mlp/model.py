@@ -13,6 +13,7 @@ soon as its gradient is known, in one GEMM that adds into W (`_folded_sgd_rate`)
 """
 from __future__ import annotations
 
+import math
 import numbers
 import time
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from mlp import activations, config, losses, metrics as metrics_mod, optimizers
 from mlp import preprocessing as preprocessing_mod
 from mlp import regularization, validation
 from mlp.backends import get_backend
+from mlp.errors import TrainingDivergedError
 from mlp.batchnorm import BatchNorm
 from mlp.layers import Dense, Dropout, Layer, from_config
 from mlp.residual import Residual
@@ -295,6 +297,8 @@ class Sequential:
             outputs.append(A)
         else:
             value, delta = self.backend.loss_and_gradient(outputs[-1], Y, loss, weights)
+        if lr is not None and not math.isfinite(value):  # a folded step would update in the backward pass
+            return value, outputs  # (lr is only given on the host: a float to test)
         self._backward(outputs, delta, fused, lr)
         if l1 or l2:
             value = value + self._penalty(l1, l2, add_gradients=True)
@@ -325,7 +329,7 @@ class Sequential:
         lr = self._folded_sgd_rate()
         value, outputs = self._compute_gradients(X, Y, self.loss, self.l1, self.l2, training=True, lr=lr,
                                                  weights=weights)
-        if lr is None:
+        if lr is None and (not self.backend.on_host or math.isfinite(value)):  # an overflowing batch: no step
             self._apply_gradients()
         return value, outputs
 
@@ -423,10 +427,16 @@ class Sequential:
         return float(value), grads
 
     def train_step(self, X, y):
-        """One update on one batch. Returns the loss as a backend scalar (no device sync)."""
+        """One update on one batch. Returns the loss as a backend scalar (no device sync). On a
+        CPU backend a batch whose loss is not finite (inputs so large that the products
+        overflow) takes no step and raises TrainingDivergedError: the weights stay as they were."""
         self._require_compiled()
         X, Y = self._device_data(X, y, self.loss.name)
-        return self._train_batch(X, Y)[0]
+        value = self._train_batch(X, Y)[0]
+        if self.backend.on_host and not math.isfinite(value):
+            raise TrainingDivergedError(f"the loss of this batch is {float(value)}: no step was taken. Scale the "
+                                        "inputs (StandardScaler), or lower the learning rate")
+        return value
 
     def warmup(self, *batch_sizes) -> float:
         """Compile, ahead of time, what the first training step (once compiled with a loss) and

@@ -410,3 +410,23 @@ def test_set_weights_refuses_an_item_that_is_not_a_pair(item):
     with pytest.raises(ValueError, match="one \\(W, b\\) pair per Dense layer; item 0 is"):
         model.set_weights([item])
     np.testing.assert_array_equal(model.get_weights()[0][0], before[0][0])
+
+
+def test_a_batch_whose_loss_overflows_takes_no_step(backend_name):
+    """train_step on inputs so large that the loss overflows (finite, but 1e300 in float64):
+    TrainingDivergedError, and the weights and the optimizer's state and step count as they were
+    (the compiled whole step, the per-layer path and folded SGD alike)."""
+    from mlp.errors import TrainingDivergedError
+
+    for optimizer in (mlp.Adam(0.01), mlp.SGD(0.1)):
+        model = mlp.MLP([1, 4, 1], backend=backend_name, dtype="float64", seed=0).compile(loss="mse",
+                                                                                          optimizer=optimizer)
+        model.train_step(np.ones((2, 1)), np.zeros(2))
+        params = model.backend.to_numpy(model.params).copy()
+        step = getattr(model.optimizer, "step", None)
+        if not model.backend.on_host:
+            pytest.skip("a GPU backend does not read the loss back on every step")
+        with pytest.raises(TrainingDivergedError, match="no step was taken"):
+            model.train_step(np.full((2, 1), 1e300), np.zeros(2))
+        np.testing.assert_array_equal(model.backend.to_numpy(model.params), params)
+        assert getattr(model.optimizer, "step", None) == step

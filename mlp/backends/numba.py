@@ -183,7 +183,8 @@ class Backend(_NumpyBackend):
 
         def train(X, Y, *row_weights):  # R (batch, 1) when weighted
             loss = step(X, Y, *row_weights, *fixed, *hyperparameters(), *settings)
-            optimizer.count_step()
+            if math.isfinite(loss):  # (a non-finite loss took no step)
+                optimizer.count_step()
             return loss, [output]
 
         return train

@@ -207,6 +207,8 @@ def step_source(plan: StepPlan) -> str:
     lines.append("    loss = 0.0")
     lines += _loss_and_output_delta(plan, L, out, split)
     lines.append("    loss *= inv_norm")
+    lines += ["    if not math.isfinite(loss):  # a batch whose loss overflows takes no step (the caller says so)",
+              "        return loss"]
     lines += _backward_products(plan) if plan.blocked else _backward_rows(plan)
     lines.append("    return loss")
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ import numpy as np
 from mlp import activations, config, losses, metrics as metrics_mod, optimizers
 from mlp import preprocessing as preprocessing_mod
 from mlp import regularization, validation
+from mlp import weights as weights_mod
 from mlp.backends import get_backend
 from mlp.errors import TrainingDivergedError
 from mlp.batchnorm import BatchNorm
@@ -412,8 +413,6 @@ class Sequential:
         normalises BatchNorm layers by the batch (updating their running statistics, as a
         training step does; False: the running statistics, left alone);
         `sample_weight`, `class_weight` as in fit (normalised to mean 1 over these rows)."""
-        from mlp import weights as weights_mod
-
         loss = self._checked_loss(loss if loss is not None else (self.loss or "mse"))
         l1 = self.l1 if l1 is None else validation.number(l1, "l1", low=0.0)  # as compile checks them
         l2 = self.l2 if l2 is None else validation.number(l2, "l2", low=0.0)
@@ -574,7 +573,7 @@ class Sequential:
                 self._shuffle_rng.bit_generator.state = before  # refused: as if never drawn
                 raise ValueError(f"the {len(train)} samples the validation split leaves for training all have "
                                  "weight zero; give more samples a weight, or lower validation_split")
-            R = R * (len(R) / R.sum())
+            R = weights_mod.normalised(R)
         return X[train], Y[train], R, X[val], Y[val]
 
     # --- files ----------------------------------------------------------------------

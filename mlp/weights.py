@@ -32,7 +32,12 @@ def row_weights(sample_weight, class_weight, Y, loss_name, preprocessing=None):
                          "give at least one sample a weight above zero")
     if np.all(weights == weights[0]):
         return None
-    return (weights * (n / weights.sum())).reshape(n, 1)
+    return normalised(weights).reshape(n, 1)
+
+
+def normalised(weights):
+    """The weights scaled to mean 1 over their rows (the training set's, after a validation split)."""
+    return weights * (len(weights) / weights.sum())
 
 
 def _checked_sample_weight(sample_weight, n):

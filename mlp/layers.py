@@ -93,14 +93,22 @@ class Dense(Layer):
             return A
         if keep:  # (an inference pass, from another thread too, leaves a training pass's Z alone)
             self.Z = None
+        if self._product_only:  # (before a BatchNorm) no bias to add, nothing to apply: no pass over Z
+            return backend.linear(X, self.W, None)
         return backend.dense_forward(X, self.W, self.b, self.activation)
 
     # dA (batch, n_out) -> dX (batch, n_in); writes dW, db. `fused`: dA is already dL/dZ.
     def backward(self, backend, X, A, dA, need_dX, fused=False, lr=None):
         """dL/dX from dL/dA; fills dW and db, or with `lr` takes the plain SGD step here."""
-        act = None if fused else self.activation
-        return backend.dense_backward(X, self.W, A, dA, act, self.dW, self.db, need_dX, lr,
+        act = None if fused or self._product_only else self.activation
+        db = None if self._product_only else self.db  # (no bias: no column sums to take)
+        return backend.dense_backward(X, self.W, A, dA, act, self.dW, db, need_dX, lr,
                                       self.b if self.bias else None, self.Z)
+
+    @property
+    def _product_only(self):
+        """Whether the layer is Z = X W^T alone (no bias, identity activation)."""
+        return not self.bias and self.activation.name == "identity"
 
     def config(self):
         config = {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,

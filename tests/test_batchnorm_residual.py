@@ -276,8 +276,9 @@ def test_every_backends_batch_norm_kernels_are_the_reference(backend_name, hidde
     inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
     expected = reference.batch_norm_forward(X, mean, inv_std, gamma, beta, activation)
     got = backend.batch_norm_forward(on(X), on(mean), on(inv_std), on(gamma), on(beta), activation)
-    for ours, theirs in zip(host(got), expected):
-        assert_close(ours, theirs, dtype)
+    for ours, theirs in zip(got, expected):  # Z may be None where the derivative reads A only
+        if ours is not None or activation.keeps_input:
+            assert_close(backend.to_numpy(ours), theirs, dtype)
     X_hat, Z, A = expected
     expected = reference.batch_norm_sums(Z, A, dA, X_hat, activation)
     got = backend.batch_norm_sums(on(Z), on(A), on(dA), on(X_hat), activation)

@@ -94,9 +94,10 @@ class Backend:
         return None
 
     def linear(self, X, W, b):
-        """Z = X W^T + b."""
+        """Z = X W^T + b (b None: no bias)."""
         Z = self.xp.matmul(X, W.T, out=self.buffer(W, "Z", (X.shape[0], W.shape[0]), X.dtype))
-        Z += b
+        if b is not None:
+            Z += b
         return Z
 
     def activate(self, Z, activation):
@@ -132,9 +133,10 @@ class Backend:
 
     def delta_and_bias_gradient(self, A, dA, activation, db, Z=None):
         """dZ = f'(Z) * dA (dA itself when `activation` is None), from A, Z or both as the
-        activation declares, and db = its column sums."""
+        activation declares, and db = its column sums (db None: a layer without bias, no sums)."""
         dZ = dA if activation is None else activation.gradient(Z, A, dA)
-        dZ.sum(axis=0, out=db)  # the method: no Python-level dispatch wrapper
+        if db is not None:
+            dZ.sum(axis=0, out=db)  # the method: no Python-level dispatch wrapper
         return dZ
 
     # --- batch normalization (mlp.batchnorm: the formulas) ------------------------------
@@ -145,7 +147,8 @@ class Backend:
         return mean, (centred * centred).mean(axis=0)
 
     def batch_norm_forward(self, X, mean, inv_std, gamma, beta, activation):
-        """(X_hat, Z, A): X_hat = (X - mean) inv_std, Z = gamma X_hat + beta, A = f(Z); all (batch, n)."""
+        """(X_hat, Z, A): X_hat = (X - mean) inv_std, Z = gamma X_hat + beta, A = f(Z); all (batch, n).
+        A backend may give Z as None where the activation's derivative reads A only."""
         X_hat = (X - mean) * inv_std
         Z = X_hat * gamma + beta
         return X_hat, Z, self.activate(Z, activation)

@@ -262,9 +262,11 @@ class Backend(_NumpyBackend):
         if not activation.elementwise:
             return super().batch_norm_forward(X, mean, inv_std, gamma, beta, activation)
         X = np.ascontiguousarray(X)
-        X_hat, Z, A = (self._step_array(gamma, role, X) for role in ("bn_X_hat", "bn_Z", "bn_A"))
+        X_hat, A = (self._step_array(gamma, role, X) for role in ("bn_X_hat", "bn_A"))
+        Z = self._step_array(gamma, "bn_Z", X) if activation.keeps_input else None  # (None: the derivative reads A)
         inv_std = np.ascontiguousarray(inv_std, dtype=X.dtype)
-        self._batchnorm_kernels(activation, X.dtype).forward(X, mean, inv_std, gamma, beta, X_hat, Z, A)
+        kept = (X_hat, Z, A) if Z is not None else (X_hat, A)
+        self._batchnorm_kernels(activation, X.dtype).forward(X, mean, inv_std, gamma, beta, *kept)
         return X_hat, Z, A
 
     def batch_norm_sums(self, Z, A, dA, X_hat, activation):

@@ -10,7 +10,8 @@ from mlp.kernels.numba_plan import layer_plan
 
 
 def batchnorm_source(activation, dtype="float64") -> str:
-    """`statistics(X, mean, var)`, `forward(X, mean, inv_std, gamma, beta, X_hat, Z, A)`,
+    """`statistics(X, mean, var)`, `forward(X, mean, inv_std, gamma, beta, X_hat, [Z,] A)` (Z only
+    where the derivative reads it: the pass writes what the backward pass reads, nothing more),
     `sums(<Z and/or A, as declared>, dA, X_hat, dZ, sum_dZ, sum_dZ_X_hat)` and
     `input_delta(dZ, X_hat, gamma, inv_std, sum_dZ, sum_dZ_X_hat, rows, dX)`: X, Z, A, dA, dZ, dX
     (batch, n); the rest (n,); `rows` a scalar of the float type."""
@@ -19,6 +20,7 @@ def batchnorm_source(activation, dtype="float64") -> str:
     layer = layer_plan(activation)
     inputs = ", ".join(derivative_inputs(layer.needs, "Z", "A"))
     derivative = derivative_call(layer, "Z[i, j]", "A[i, j]", "dA[i, j]")
+    keep_z = layer.keeps_input
     kernels = f'''
 @_jit
 def statistics(X, mean, var):
@@ -39,14 +41,14 @@ def statistics(X, mean, var):
 
 
 @_jit
-def forward(X, mean, inv_std, gamma, beta, X_hat, Z, A):
+def forward(X, mean, inv_std, gamma, beta, X_hat, {"Z, " * keep_z}A):
     n, m = X.shape
     for i in range(n):
         for j in range(m):
             x_hat = (X[i, j] - mean[j]) * inv_std[j]
             X_hat[i, j] = x_hat
-            z = x_hat * gamma[j] + beta[j]
-            Z[i, j] = z
+            z = x_hat * gamma[j] + beta[j]{"""
+            Z[i, j] = z""" * keep_z}
             A[i, j] = f_{layer.activation}(z{parameter_args(layer)})
 
 

@@ -133,15 +133,16 @@ class Backend(_NumpyBackend):
         return table[nearest]
 
     def _fusable(self, model, batch, inference=False):
-        from mlp.layers import Dense
-
-        if any(not isinstance(layer, Dense) or not layer.bias for layer in model.layers):
-            return False  # dropout, batch norm, blocks, a Dense without bias: the per-layer path
-        if any(not layer.activation.elementwise for layer in model.dense_layers[:-1]):
+        layers = plan_rules.step_layers(model)
+        if layers is None:
+            return False  # dropout, blocks, a synchronised BatchNorm...: the per-layer path
+        if any(layer.norm for layer in layers) and (inference or batch < 2):
+            return False  # BatchNorm: inference by the running statistics and its refusals, per layer
+        if any(not layer.formulas().elementwise for layer in layers[:-1]):
             return False
         if self.crossover_override is not None:
             return batch <= self.crossover_override
-        hidden = {layer.activation.name for layer in model.dense_layers[:-1]}
+        hidden = {layer.activation for layer in layers[:-1]}
         last_train, first_train, last_infer, first_infer = self.crossover_by_activation.get(
             hidden.pop() if len(hidden) == 1 else None,
             (self.crossover, self.crossover_from, self.inference_crossover, self.inference_crossover_from))
@@ -173,7 +174,7 @@ class Backend(_NumpyBackend):
         if plan.split:
             step = _one_at_a_time(step)
         work, output = plan_rules.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
-        arrays = {"params": model.params, "grads": model.grads, "work": work,
+        arrays = {"params": model.params, "grads": model.grads, "work": work, "stats": model.state,
                   **{f"s_{name}": optimizer.arrays[name] for name in update.state}}
         names = plan_rules.step_arguments(plan)
         fixed = tuple(arrays[name] for name in names[names.index("params"):names.index("work") + 1])

@@ -50,10 +50,10 @@ def model_sources(model, batch, backends=("numba", "cupy")):
     activations = list({layer.activation.name: layer.activation for layer in model.dense_layers}.values())
     update = model.optimizer.update_plan if model.optimizer is not None else None
     found = []
-    whole = all(isinstance(layer, Dense) and layer.bias for layer in model.layers)  # what the whole step takes
+    whole = all(isinstance(layer, Dense) and layer.bias for layer in model.layers)  # what the forward pass takes
     norms = [layer.activation for layer in _every_layer(model.layers) if isinstance(layer, BatchNorm)]
     if "numba" in backends:
-        if model.loss is not None and whole:
+        if model.loss is not None and numba_plan.step_layers(model) is not None:  # what the whole step takes
             plan = numba_plan.step_plan(model, batch)
             found.append(("step", plan, numba_codegen.step_source(plan), ".py"))
         if whole:

@@ -8,6 +8,7 @@ the flat parameter buffer are constants, so every loop bound is known to the com
 """
 from __future__ import annotations
 
+from mlp.kernels import numba_batchnorm as batchnorm
 from mlp.kernels import numba_update as update_code
 from mlp.kernels import rowwise
 from mlp.kernels.formulas import HEADER, derivative_call, function_table, parameter_args, to_real
@@ -18,11 +19,24 @@ from mlp.kernels.writer import Source
 
 
 def _offsets(layers):
+    """(start, end of W, end of b) of each layer in the flat buffer; a batch-normalised layer's
+    gamma is where b would be, its beta after it."""
     offset, result = 0, []
     for layer in layers:
         w_end = offset + layer.n_in * layer.n_out
         result.append((offset, w_end, w_end + layer.n_out))
-        offset = w_end + layer.n_out
+        offset += layer.n_params
+    return result
+
+
+def _statistics_offsets(layers):
+    """{layer number: offset of its running mean in the state buffer (its variance after it)}
+    for the batch-normalised layers, as the model's BatchNorm layers bind the state."""
+    offset, result = 0, {}
+    for number, layer in enumerate(layers, start=1):
+        if layer.norm:
+            result[number] = offset
+            offset += 2 * layer.n_out
     return result
 
 
@@ -55,7 +69,11 @@ def _views(layers, buffer="params", prefix="", indent="    "):
     lines = []
     for number, ((start, w_end, end), layer) in enumerate(zip(_offsets(layers), layers), start=1):
         lines.append(f"{indent}{prefix}W{number} = {buffer}[{start}:{w_end}].reshape(({layer.n_out}, {layer.n_in}))")
-        lines.append(f"{indent}{prefix}b{number} = {buffer}[{w_end}:{end}]")
+        if layer.norm:  # BatchNorm's gamma and beta
+            lines.append(f"{indent}{prefix}g{number} = {buffer}[{w_end}:{end}]")
+            lines.append(f"{indent}{prefix}be{number} = {buffer}[{end}:{end + layer.n_out}]")
+        else:
+            lines.append(f"{indent}{prefix}b{number} = {buffer}[{w_end}:{end}]")
     return lines
 
 
@@ -89,7 +107,13 @@ def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked
     `parallel`: the units of a large layer are split across cores (prange; safe for inference,
     where every unit only writes its own output). `rows`: the loop over the batch of the
     blocked passes (`_rows`). `training`: Z_l is kept beside A_l when the activation's
-    derivative reads it (`Layer.keeps_input`), stored by the same separate loop."""
+    derivative reads it (`Layer.keeps_input`), stored by the same separate loop. A batch-normalised
+    layer (`Layer.norm`) is the product alone here, without bias: `_batch_norm_forward` follows."""
+    if layer.norm:
+        split_units = parallel and parallel_units(layer)
+        if blocked and transposes(layer) and not split_units:
+            return _blocked_forward(number, layer, None, indent, rows, bias=False)
+        return _dot_forward(number, layer, lambda value: value, indent, split_units, bias=False)
     keep_z = last and (layer.activation == "softmax" or fused_softmax_or_sigmoid)
     keep_input = not keep_z and training and layer.keeps_input
     separate = not keep_z and (keep_input or (dtype == "float32" and layer.formulas().float32_forward is not None))
@@ -114,14 +138,15 @@ def _forward_layer(number, layer, last, fused_softmax_or_sigmoid, dtype, blocked
     return lines
 
 
-def _dot_forward(number, layer, activated, indent, split):
-    """A_l as dot products over rows of W, ROW_BLOCK rows of the batch per pass over a row."""
+def _dot_forward(number, layer, activated, indent, split, bias=True):
+    """A_l as dot products over rows of W, ROW_BLOCK rows of the batch per pass over a row
+    (`bias`: plus b_l)."""
     src = "X" if number == 1 else f"A{number - 1}"
     lines = []
     for rows_range, rows in _row_blocks():
         lines += [f"{indent}for i in {rows_range}:",
                   f"{indent}    for o in {'prange' if split else 'range'}({layer.n_out}):",
-                  f"{indent}        bias = b{number}[o]"]
+                  f"{indent}        bias = {f'b{number}[o]' if bias else 'zero'}"]
         lines += [f"{indent}        acc{r} = bias" for r in range(rows)]  # not s1, s2: optimizer state
         lines += [f"{indent}        for k in range({layer.n_in}):", f"{indent}            w = W{number}[o, k]"]
         lines += [f"{indent}            acc{r} += {src}[{_row(r)}, k] * w" for r in range(rows)]
@@ -129,20 +154,72 @@ def _dot_forward(number, layer, activated, indent, split):
     return lines
 
 
-def _blocked_forward(number, layer, activated, indent, rows):
-    """W_l^T into the workspace (contiguous stores), then A_l = A_{l-1} W_l^T + b_l by the
-    shared register-blocked `product`, then `activated` (value -> source) over A_l unless None.
-    `rows`: the loop over the batch (`_rows`)."""
+def _blocked_forward(number, layer, activated, indent, rows, bias=True):
+    """W_l^T into the workspace (contiguous stores), then A_l = A_{l-1} W_l^T + b_l (`bias`,
+    else without) by the shared register-blocked `product`, then `activated` (value -> source)
+    over A_l unless None. `rows`: the loop over the batch (`_rows`)."""
     src = "X" if number == 1 else f"A{number - 1}"
     lines = [f"{indent}for k in range({layer.n_in}):", f"{indent}    for o in range({layer.n_out}):",
              f"{indent}        WT{number}[k, o] = W{number}[o, k]",
              f"{indent}for i in {rows}:", f"{indent}    for o in range({layer.n_out}):",
-             f"{indent}        A{number}[i, o] = b{number}[o]",
+             f"{indent}        A{number}[i, o] = {f'b{number}[o]' if bias else 'zero'}",
              f"{indent}_product(one, {src}, WT{number}, A{number})"]
     if activated is not None:
         lines += [f"{indent}for i in {rows}:", f"{indent}    for o in range({layer.n_out}):",
                   f"{indent}        A{number}[i, o] = {activated(f'A{number}[i, o]')}"]
     return lines
+
+
+def _batch_norm_forward(plan, number, statistics):
+    """Layer `number`'s BatchNorm in training (mlp.batchnorm), on its product in A_l: the batch's
+    column statistics, the running statistics at `statistics` in `stats` updated as torch does,
+    then A_l = f(gamma X_hat + beta) in place, X_hat kept in H_l (Z_l where f' reads it). The
+    passes are mlp.kernels.numba_batchnorm's, the per-layer path's."""
+    layer = plan.layers[number - 1]
+    m, (momentum, eps) = layer.n_out, layer.norm
+    src = Source("python", 1)
+    for name in (f"mean{number}", f"var{number}", f"inv_std{number}"):
+        src.line(f"{name} = np.empty({m}, dtype=params.dtype)")
+    src.line(f"momentum{number} = {momentum!r}")
+    src.line(f"unbiased{number} = momentum{number} * n / (n - 1)")  # running variance: unbiased, as torch's
+    src.line(f"eps{number} = {eps!r}")
+    src.extend(to_real([f"momentum{number}", f"unbiased{number}", f"eps{number}"], plan.dtype, indent=""))
+    batchnorm.statistics_pass(src, f"A{number}", f"mean{number}", f"var{number}", "n", m)
+    with src.loop("j", m):
+        src.line(f"inv_std{number}[j] = one / math.sqrt(var{number}[j] + eps{number})")
+        for name, offset, weight in (("mean", statistics, f"momentum{number}"),
+                                     ("var", statistics + m, f"unbiased{number}")):
+            src.line(f"stats[{offset} + j] = stats[{offset} + j] * (one - momentum{number}) "
+                     f"+ {weight} * {name}{number}[j]")
+    batchnorm.forward_pass(src, layer, f"A{number}", f"mean{number}", f"inv_std{number}", f"g{number}",
+                           f"be{number}", f"H{number}", f"Z{number}" if layer.keeps_input else None, f"A{number}",
+                           "n", m)
+    return src.lines
+
+
+def _batch_norm_backward(plan, number):
+    """Layer `number`'s BatchNorm backward pass, D_l from dL/dA_l to dL/d(product) in place: dZ
+    and its column sums, the input delta (mlp.kernels.numba_batchnorm's passes), then gamma's and
+    beta's gradients (the sums) into `grads`, or their update (after the input delta, which
+    reads gamma)."""
+    layer = plan.layers[number - 1]
+    m, (_, w_end, end) = layer.n_out, _offsets(plan.layers)[number - 1]
+    src = Source("python", 1)
+    D = f"D{number}"
+    for name in (f"sum_dZ{number}", f"sum_dZ_X_hat{number}"):
+        src.line(f"{name} = np.empty({m}, dtype=params.dtype)")
+    batchnorm.sums_pass(src, layer, f"Z{number}", f"A{number}", D, f"H{number}", D, f"sum_dZ{number}",
+                        f"sum_dZ_X_hat{number}", "n", m)
+    batchnorm.input_delta_pass(src, D, f"H{number}", f"g{number}", f"inv_std{number}", f"sum_dZ{number}",
+                               f"sum_dZ_X_hat{number}", "rows", D, "n", m)
+    with src.loop("j", m):
+        if writes_grads(plan):
+            src.line(f"dg{number}[j] = sum_dZ_X_hat{number}[j]")
+            src.line(f"dbe{number}[j] = sum_dZ{number}[j]")
+        else:
+            src.extend(_update(plan, f"g{number}[j]", f"sum_dZ_X_hat{number}[j]", f"{w_end} + j", ""))
+            src.extend(_update(plan, f"be{number}[j]", f"sum_dZ{number}[j]", f"{end} + j", ""))
+    return src.lines
 
 
 def _softmax_rows(number, n_out, split, indent=1):
@@ -189,20 +266,23 @@ def step_source(plan: StepPlan) -> str:
              f"def step({', '.join(arguments)}):",
              "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}",
-             f"    inv_norm = 1.0 / ({norm})", "    one = 1.0"]
+             f"    inv_norm = 1.0 / ({norm})", "    one = 1.0", "    zero = 0.0", "    rows = 1.0 * n"]
     lines += update_code.prepare(plan.optimizer, plan.dtype)
     # a penalty formula takes both rates: the one not in use is a zero of the float type
     unused = [name for name, used in (("l1", plan.l1), ("l2", plan.l2)) if not used]
     lines += [f"    {name} = 0.0" for name in unused if plan.l1 or plan.l2]
-    lines += to_real(["inv_norm", "one"] + ["l1", "l2"] * (plan.l1 or plan.l2) + ["clip"] * plan.clip, plan.dtype)
+    lines += to_real(["inv_norm", "one", "zero", "rows"] + ["l1", "l2"] * (plan.l1 or plan.l2) + ["clip"] * plan.clip, plan.dtype)
     lines += workspace_layout(layers, True, plan.blocked).views()
     lines += _views(layers)
     if writes_grads(plan):
         lines += _views(layers, buffer="grads", prefix="d")
     # forward
+    statistics = _statistics_offsets(layers)
     for number, layer in enumerate(layers, start=1):
         lines += _forward_layer(number, layer, number == L, plan.fused, plan.dtype, plan.blocked, rows=rows,
                                 training=True)
+        if layer.norm:
+            lines += _batch_norm_forward(plan, number, statistics[number])
     # loss and output delta
     lines.append("    loss = 0.0")
     lines += _loss_and_output_delta(plan, L, out, split)
@@ -264,7 +344,11 @@ def _update(plan, target, grad, index, indent):
 
 
 def _input_delta_activation(plan, number):
+    """D_{l-1} from dL/dA_{l-1} to dL/dZ_{l-1} in place, unless layer l-1 is batch-normalised
+    (its BatchNorm backward pass applies f' with its column sums)."""
     prev, layer = plan.layers[number - 2], plan.layers[number - 1]
+    if prev.norm:
+        return []
     return [f"    for i in {_rows(plan.split)}:", f"        for k in range({layer.n_in}):",
             f"            D{number - 1}[i, k] = "
             f"{derivative_call(prev, f'Z{number - 1}[i, k]', f'A{number - 1}[i, k]', f'D{number - 1}[i, k]')}"]
@@ -294,21 +378,22 @@ def _unit_gradient(plan, number, unit, indent):
     start, w_end, _ = _offsets(plan.layers)[number - 1]
     columns = f"range({layer.n_in})"
     row = f"dW{number}[{unit}, k]" if plan.clip else "row[k]"
-    lines = [f"{indent}for k in {columns}:", f"{indent}    {row} = 0.0", f"{indent}gb = 0.0"]
+    bias = not layer.norm  # (a batch-normalised layer's product has none)
+    lines = [f"{indent}for k in {columns}:", f"{indent}    {row} = 0.0"] + [f"{indent}gb = 0.0"] * bias
     for rows_range, rows in _row_blocks():
         lines += [f"{indent}for i in {rows_range}:"]
         lines += [f"{indent}    d{r} = D{number}[{_row(r)}, {unit}]" for r in range(rows)]
-        lines += [f"{indent}    gb += " + " + ".join(f"d{r}" for r in range(rows)),
-                  f"{indent}    for k in {columns}:",
+        lines += [f"{indent}    gb += " + " + ".join(f"d{r}" for r in range(rows))] * bias
+        lines += [f"{indent}    for k in {columns}:",
                   f"{indent}        {row} += " + " + ".join(f"d{r} * {src}[{_row(r)}, k]" for r in range(rows))]
     penalty = _penalty(plan, row, f"W{number}[{unit}, k]", f"{indent}    ")
     if plan.clip:
         if penalty:
             lines += [f"{indent}for k in {columns}:"] + penalty
-        return lines + [f"{indent}db{number}[{unit}] = gb"]
+        return lines + [f"{indent}db{number}[{unit}] = gb"] * bias
     lines += [f"{indent}for k in {columns}:"] + penalty
     lines += _update(plan, f"W{number}[{unit}, k]", row, f"{start} + {unit} * {layer.n_in} + k", f"{indent}    ")
-    return lines + _update(plan, f"b{number}[{unit}]", "gb", f"{w_end} + {unit}", indent)
+    return lines + (_update(plan, f"b{number}[{unit}]", "gb", f"{w_end} + {unit}", indent) if bias else [])
 
 
 def _backward_rows(plan):
@@ -325,6 +410,8 @@ def _backward_rows(plan):
     for number in range(len(layers), 0, -1):
         layer = layers[number - 1]
         whole = layer.n_out - layer.n_out % UNIT_BLOCK
+        if layer.norm:
+            lines += _batch_norm_backward(plan, number)
         if number > 1:
             lines += ["    for i in range(n):", f"        for k in range({layer.n_in}):",
                       f"            D{number - 1}[i, k] = 0.0"]
@@ -404,7 +491,7 @@ def _backward_products(plan):
     layers, lines = plan.layers, []
     lines.append(f"    row = np.empty({max(layer.n_out for layer in layers)}, dtype=params.dtype)")  # bias sums
     for number in range(len(layers), 0, -1):
-        lines += _bias_gradient(plan, number)
+        lines += _batch_norm_backward(plan, number) if layers[number - 1].norm else _bias_gradient(plan, number)
         lines += _layer_backward(plan, number)
         if number > 1:
             lines += _input_delta_activation(plan, number)

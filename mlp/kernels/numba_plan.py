@@ -40,10 +40,16 @@ class Layer:
     activation: str
     params: tuple = ()  # ((name, value), ...) in the activation's argument order
     needs: str = "output"  # what the activation's derivative reads (mlp.activations.NEEDS)
+    norm: tuple = ()  # (momentum, eps): the product (no bias) batch-normalised before the activation
 
     @property
     def keeps_input(self) -> bool:
         return self.needs != "output"
+
+    @property
+    def n_params(self) -> int:
+        """W, then b; or W, then BatchNorm's gamma and beta (the flat buffer's layout)."""
+        return self.n_in * self.n_out + self.n_out * (2 if self.norm else 1)
 
     def formulas(self):
         """The registered Activation this layer plan names."""
@@ -52,8 +58,34 @@ class Layer:
         return activations.get({"name": self.activation, **dict(self.params)})
 
 
-def layer_plan(activation, n_in=0, n_out=0) -> Layer:
-    return Layer(n_in, n_out, activation.name, tuple(activation.params.items()), activation.needs)
+def layer_plan(activation, n_in=0, n_out=0, norm=()) -> Layer:
+    return Layer(n_in, n_out, activation.name, tuple(activation.params.items()), activation.needs, norm)
+
+
+def step_layers(model):
+    """`model`'s layers as the Layer plans of a whole compiled step, or None where it has a layer
+    the step does not compile (Dropout, a block, a synchronised BatchNorm, a BatchNorm after
+    anything but a Dense layer without bias or activation, or as the output). Such a Dense layer
+    and the BatchNorm after it are one plan (`norm`): Dense -> BatchNorm(f) as MLP(batch_norm=True)
+    builds them."""
+    from mlp.batchnorm import BatchNorm
+    from mlp.layers import Dense
+
+    layers, plans = list(model.layers), []
+    while layers:
+        dense = layers.pop(0)
+        if not isinstance(dense, Dense):
+            return None
+        if layers and isinstance(layers[0], BatchNorm):
+            norm = layers.pop(0)
+            if dense.bias or dense.activation.name != "identity" or norm.sync or not layers:
+                return None
+            plans.append(layer_plan(norm.activation, dense.n_in, dense.n_out, (norm.momentum, norm.eps)))
+        elif dense.bias:
+            plans.append(layer_plan(dense.activation, dense.n_in, dense.n_out))
+        else:
+            return None
+    return tuple(plans)
 
 
 def dense_layers(model) -> tuple:
@@ -87,10 +119,12 @@ def n_weights(model) -> int:
 def step_plan(model, plan_batch, weighted=False) -> StepPlan:
     """The plan of `model`'s whole compiled training step for batches of `plan_batch` rows
     (`weighted`: with row weights)."""
-    weights = n_weights(model)
-    return StepPlan(dense_layers(model), model.loss.name, model.loss.fused_with is not None,
+    weights, layers = n_weights(model), step_layers(model)
+    normalised = any(layer.norm for layer in layers)  # (BatchNorm's column passes run on one thread)
+    return StepPlan(layers, model.loss.name, model.loss.fused_with is not None,
                     model.optimizer.update_plan, model.l1 > 0, model.l2 > 0, model.clip_norm is not None,
-                    str(model.dtype), blocks(plan_batch, weights), splits(plan_batch, weights), weighted)
+                    str(model.dtype), blocks(plan_batch, weights), splits(plan_batch, weights) and not normalised,
+                    weighted)
 
 
 def forward_plan(model, batch) -> tuple:
@@ -184,6 +218,7 @@ def workspace(layers, batch, training, dtype, blocked=False):
 def step_arguments(plan) -> list:
     """The generated step's arguments: only those its plan uses (dispatch costs per argument)."""
     names = ["X", "Y"] + (["R"] if plan.weighted else []) + ["params"] + (["grads"] if writes_grads(plan) else [])
+    names += ["stats"] if any(layer.norm for layer in plan.layers) else []  # BatchNorm's running statistics
     names += update_code.state_arguments(plan.optimizer) + ["work"] + update_code.scalar_arguments(plan.optimizer)
     return names + [name for name, used in (("l1", plan.l1), ("l2", plan.l2), ("clip", plan.clip)) if used]
 

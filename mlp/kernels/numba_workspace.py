@@ -20,13 +20,15 @@ class Workspace:
     @classmethod
     def of(cls, layers, training, transposed=()):
         """For `layers` (Layer plans): A_l of every layer; when `training`, D_l = dL/dZ_l of every
-        layer, then Z_l of the layers whose activation's derivative reads it; W_l^T for the
+        layer, then Z_l of the layers whose activation's derivative reads it, then the normalised
+        products X_hat_l of the layers batch-normalised (`Layer.norm`); W_l^T for the
         layer numbers in `transposed`."""
         numbered = list(enumerate(layers, start=1))
         arrays = [(f"A{k}", layer.n_out) for k, layer in numbered]
         if training:
             arrays += [(f"D{k}", layer.n_out) for k, layer in numbered]
             arrays += [(f"Z{k}", layer.n_out) for k, layer in numbered if layer.keeps_input]
+            arrays += [(f"H{k}", layer.n_out) for k, layer in numbered if layer.norm]  # BatchNorm's X_hat
         transposes = [(f"WT{k}", layer.n_in, layer.n_out) for k, layer in numbered if k in set(transposed)]
         return cls(tuple(arrays), tuple(transposes))
 

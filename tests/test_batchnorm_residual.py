@@ -362,3 +362,78 @@ def test_dropout_before_the_first_layer_with_parameters():
     assert np.isfinite(model.fit(X, y, epochs=2, batch_size=8, verbose=0)["loss"]).all()
     with pytest.raises(ValueError, match="projection must be"):
         mlp.Residual([mlp.Dense(4, 4)], projection="no")
+
+
+# --- Numba's whole compiled step with BatchNorm (a Dense without bias, then BatchNorm: one plan) -------------
+# (batch, optimizer, compile settings): unblocked rows and units, blocked products, plain SGD folded into
+# them, clipping with a penalty (gradients into `grads`, one flat update), row weights
+WHOLE_STEP_CASES = {
+    "rows-adam": (6, lambda: mlp.Adam(0.01), {}, False),
+    "blocked-folded-sgd": (16, lambda: mlp.SGD(0.1), {}, False),
+    "blocked-clip-l2-momentum": (16, lambda: mlp.SGD(0.05, momentum=0.9), {"clip_norm": 1.0, "l2": 1e-3}, False),
+    "rows-l1-weighted": (6, lambda: mlp.RMSprop(0.01), {"l1": 1e-3}, True),
+}
+# one activation per derivative kind (reads A, Z and A, Z) in the quick tier; every one in the long tier
+QUICK_KINDS = {"tanh": "rows-adam", "silu": "blocked-folded-sgd", "gelu": "blocked-clip-l2-momentum",
+               "relu": "rows-l1-weighted"}
+
+
+def whole_step_cases():
+    for hidden in ELEMENTWISE:
+        for case in WHOLE_STEP_CASES:
+            # identity: beta of the first BatchNorm only shifts the second one's input, which it takes out
+            # again: its true gradient is zero and Adam, RMSprop amplify float32 rounding noise in it
+            for dtype in ("float64",) if hidden == "identity" else ("float64", "float32"):
+                quick = QUICK_KINDS.get(hidden) == case and (dtype == "float32") == (case.startswith("blocked"))
+                yield pytest.param(hidden, case, dtype, marks=() if quick else pytest.mark.long)
+
+
+@pytest.mark.parametrize("hidden,case,dtype", list(whole_step_cases()))
+def test_numbas_whole_compiled_step_with_batch_norm_is_the_reference(hidden, case, dtype, monkeypatch):
+    """Two epochs of MLP(batch_norm=True) through Numba's whole compiled step against NumPy's
+    per-layer reference: losses, weights, gamma and beta, running statistics, predictions."""
+    pytest.importorskip("numba")
+    batch, optimizer, settings, weighted = WHOLE_STEP_CASES[case]
+    monkeypatch.setattr(mlp.get_backend("numba"), "crossover_override", 10**9)
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(3 * batch + 4, 5)), rng.integers(0, 3, size=3 * batch + 4)
+    weights = rng.uniform(0.5, 2.0, size=len(y)) if weighted else None
+    results = []
+    for backend in ("numpy", "numba"):
+        model = mlp.MLP([5, 24, 20, 3], activation=hidden, output="softmax", batch_norm=True, backend=backend,
+                        dtype=dtype, seed=0)
+        model.compile(loss="cross_entropy", optimizer=optimizer(), **settings)
+        history = model.fit(X, y, epochs=2, batch_size=batch, sample_weight=weights, verbose=0)
+        results.append((history["loss"], model.backend.to_numpy(model.params), model.backend.to_numpy(model.state),
+                        model.predict(X)))
+    assert model.backend.fused_train_step(model, batch, weighted=weighted) is not None  # (the compiled step ran)
+    for ours, reference in zip(results[1], results[0]):
+        assert_close(ours, reference, dtype, scale=50)
+
+
+def test_which_networks_numbas_whole_step_takes(monkeypatch):
+    """Dense -> BatchNorm (no bias, no activation between) as MLP(batch_norm=True) builds it; not a
+    synchronised BatchNorm, one after an activation or a bias, nor blocks;
+    inference (running statistics) and a batch of one row (refused) stay on the per-layer path."""
+    pytest.importorskip("numba")
+    backend = mlp.get_backend("numba")
+    monkeypatch.setattr(backend, "crossover_override", 10**9)
+
+    def takes(layers, batch=8, inference=False):
+        model = mlp.Sequential(layers(), backend="numba", seed=0).compile(loss="cross_entropy")
+        return backend._fusable(model, batch, inference)
+
+    def norm(dense=lambda: mlp.Dense(5, 8, bias=False), **options):
+        return lambda: [dense(), mlp.BatchNorm(8, "relu", **options), mlp.Dense(8, 3, "softmax")]
+
+    assert takes(norm()) and takes(norm(momentum=0.3, eps=1e-3))
+    assert not takes(norm(sync=True))
+    assert not takes(norm(lambda: mlp.Dense(5, 8)))  # a bias before it
+    assert not takes(norm(lambda: mlp.Dense(5, 8, "tanh", bias=False)))  # an activation before it
+    assert not takes(NETWORKS["residual"]) and not takes(NETWORKS["residual-projection-bn"])
+    assert not takes(norm(), inference=True) and not takes(norm(), batch=1)
+    model = mlp.MLP([5, 8, 3], output="softmax", batch_norm=True, backend="numba", seed=0).compile(loss="cross_entropy")
+    before = model.params.copy()
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        model.train_step(np.ones((1, 5)), [0])
+    np.testing.assert_array_equal(model.params, before)

@@ -271,7 +271,8 @@ def step_source(plan: StepPlan) -> str:
     # a penalty formula takes both rates: the one not in use is a zero of the float type
     unused = [name for name, used in (("l1", plan.l1), ("l2", plan.l2)) if not used]
     lines += [f"    {name} = 0.0" for name in unused if plan.l1 or plan.l2]
-    lines += to_real(["inv_norm", "one", "zero", "rows"] + ["l1", "l2"] * (plan.l1 or plan.l2) + ["clip"] * plan.clip, plan.dtype)
+    lines += to_real(["inv_norm", "one", "zero", "rows"] + ["l1", "l2"] * (plan.l1 or plan.l2) + ["clip"] * plan.clip,
+                     plan.dtype)
     lines += workspace_layout(layers, True, plan.blocked).views()
     lines += _views(layers)
     if writes_grads(plan):

@@ -266,13 +266,15 @@ def step_source(plan: StepPlan) -> str:
              f"def step({', '.join(arguments)}):",
              "    n = X.shape[0]",
              f"    whole = n - n % {ROW_BLOCK}",
-             f"    inv_norm = 1.0 / ({norm})", "    one = 1.0", "    zero = 0.0", "    rows = 1.0 * n"]
+             f"    inv_norm = 1.0 / ({norm})", "    one = 1.0"]
+    normalised = any(layer.norm for layer in layers)  # BatchNorm's products start at zero; its delta takes rows
+    lines += ["    zero = 0.0", "    rows = 1.0 * n"] * normalised
     lines += update_code.prepare(plan.optimizer, plan.dtype)
     # a penalty formula takes both rates: the one not in use is a zero of the float type
     unused = [name for name, used in (("l1", plan.l1), ("l2", plan.l2)) if not used]
     lines += [f"    {name} = 0.0" for name in unused if plan.l1 or plan.l2]
-    lines += to_real(["inv_norm", "one", "zero", "rows"] + ["l1", "l2"] * (plan.l1 or plan.l2) + ["clip"] * plan.clip,
-                     plan.dtype)
+    lines += to_real(["inv_norm", "one"] + ["zero", "rows"] * normalised + ["l1", "l2"] * (plan.l1 or plan.l2)
+                     + ["clip"] * plan.clip, plan.dtype)
     lines += workspace_layout(layers, True, plan.blocked).views()
     lines += _views(layers)
     if writes_grads(plan):

@@ -1,4 +1,5 @@
 """The benchmark harness runs each case once (smoke mode), so it cannot rot unnoticed."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -158,7 +159,11 @@ def test_a_batch_norm_network_runs_in_mlp_and_in_torch_with_its_batch_norm():
     assert type(model.layers[1]).__name__ == "BatchNorm" and not model.layers[0].bias
     assert not references.supports("jax-jit", "relu", batch_norm=True)
     assert not references.supports("numpy-naive", "relu", batch_norm=True)
-    assert NETWORKS["mnist-bn"].batch_norm and NETWORKS["mnist-bn"].sizes == NETWORKS["mnist"].sizes
+    twins = [name for name in NETWORKS if name.endswith("-bn")]
+    assert "mnist-bn" in twins
+    for name in twins:  # each BatchNorm network is its plain twin with batch_norm=True, nothing else
+        plain = NETWORKS[name.removesuffix("-bn")]
+        assert NETWORKS[name] == dataclasses.replace(plain, name=name, batch_norm=True) and not plain.batch_norm
     torch = pytest.importorskip("torch")
     X, Y = synthetic_data(network, 16)
     train, infer, _ = references.torch_steps(network, X, Y, "cpu")

@@ -40,6 +40,11 @@ NETWORKS = {
     "tiny": Network("tiny", (2, 64, 64, 1), "tanh", "sigmoid", "binary_cross_entropy"),
     "mnist": Network("mnist", (784, 512, 512, 10), "relu", "softmax", "cross_entropy"),
     "mnist-bn": Network("mnist-bn", (784, 512, 512, 10), "relu", "softmax", "cross_entropy", batch_norm=True),
+    # the lectures' deep narrow network (digits-shaped): where BatchNorm's cost is the element-wise
+    # passes, not the products, and the whole compiled step runs
+    "deep": Network("deep", (64,) + (64,) * 10 + (10,), "sigmoid", "softmax", "cross_entropy"),
+    "deep-bn": Network("deep-bn", (64,) + (64,) * 10 + (10,), "sigmoid", "softmax", "cross_entropy",
+                       batch_norm=True),
     "wide": Network("wide", (1024, 4096, 4096, 1024), "relu", "identity", "mse"),
 }
 

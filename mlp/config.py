@@ -90,6 +90,13 @@ def numba_crossover() -> int | None:
                              "a batch size, an integer >= 0 (0: never use the compiled whole step)")
 
 
+def numba_compile() -> bool | None:
+    """MLP_NUMBA_COMPILE: whether a fit on the Numba backend runs compiled kernels: on (always, as
+    `train_step` does), off (never: NumPy's reference code), or unset: when the fit's steps are
+    expected to win back the compilation (mlp.backends.numba, `Backend.compiling_pays`)."""
+    return tristate("MLP_NUMBA_COMPILE")
+
+
 def device() -> int | None:
     """MLP_DEVICE: the CUDA device number the cupy backend uses (None when unset). Whether
     that device exists is checked by the backend, which knows how many there are."""
@@ -139,7 +146,7 @@ def dump_kernels() -> str | None:
 def problems() -> list[str]:
     """One message per environment variable set to a value it does not accept (for `mlp info`)."""
     found = []
-    for read in (backend_name, default_dtype, numba_crossover, device, collective_timeout, cuda_fused,
+    for read in (backend_name, default_dtype, numba_crossover, numba_compile, device, collective_timeout, cuda_fused,
                  keep_freed_memory, lambda: flag("MLP_DISTRIBUTED", False), lambda: flag("MLP_TF32", False),
                  lambda: flag("MLP_CUDA_GRAPHS", True)):
         try:

@@ -372,7 +372,8 @@ class Sequential:
     def forward(self, X, training=False):
         """Output activations (batch, n_out) as a backend array; `model(X)` is the same."""
         X = self.backend.asarray(self._inputs(X))
-        return self._forward(X, True)[0][-1] if training else self._infer(X)
+        with self.backend.inferring(self):
+            return self._forward(X, True)[0][-1] if training else self._infer(X)
 
     def __call__(self, X, training=False):
         return self.forward(X, training)
@@ -381,8 +382,9 @@ class Sequential:
         """Output activations as a NumPy array, computed in batches of `batch_size`."""
         X = self._inputs(X)
         batch_size = validation.batch_size(batch_size, X.shape[0])
-        chunks = [self.backend.to_numpy(self._infer(self.backend.asarray(X[i:i + batch_size])))
-                  for i in range(0, X.shape[0], batch_size)]
+        with self.backend.inferring(self):
+            chunks = [self.backend.to_numpy(self._infer(self.backend.asarray(X[i:i + batch_size])))
+                      for i in range(0, X.shape[0], batch_size)]
         return np.concatenate(chunks)
 
     def predict_classes(self, X, batch_size=PREDICT_BATCH):
@@ -476,6 +478,10 @@ class Sequential:
         return self._evaluate(X, Y, validation.batch_size(batch_size, X.shape[0]))
 
     def _evaluate(self, X, Y, batch_size):
+        with self.backend.inferring(self):
+            return self._evaluated(X, Y, batch_size)
+
+    def _evaluated(self, X, Y, batch_size):
         loss, n = self.loss, X.shape[0]
         total = 0.0
         totals = dict.fromkeys(self.metrics)

@@ -100,29 +100,14 @@ class CheckpointCallback(Callback):
 def fit(model, X, y, **options):
     """Model.fit's work (see its docstring): every check first, then the epochs. Returns a History."""
     run = _prepare(model, X, y, **options)
-    hooks, history, bar = run.hooks, run.history, run.bar
+    history, bar = run.history, run.bar
     ctrl_c = interrupt.StopRequest(active=run.parallel is None).start()
     model.stop_training = False
     if run.parallel is not None:
         run.parallel.attach()
     try:
-        hooks.on_train_begin()
-        for epoch in range(run.first_epoch, run.epochs):
-            if ctrl_c.requested or model.stop_training:  # asked between epochs (or before the first)
-                break
-            hooks.on_epoch_begin(epoch)
-            logs = run.epoch(epoch, ctrl_c)
-            if logs is None:  # stopped within the epoch: its partial result is not logged
-                break
-            run.log(epoch, logs)
-            hooks.on_epoch_end(epoch, logs)
-        if ctrl_c.requested:
-            history.interrupted = True
-            bar.close()
-            bar.say(f"Interrupted (Ctrl-C) in epoch {run.epoch.epoch + 1}, after {run.epoch.done} of its "
-                    f"{run.epoch.steps} steps: the weights are those of the last step; the history holds the "
-                    f"{len(history.epoch)} epochs that finished")
-        hooks.on_train_end()
+        with model.backend.fitting(model, run.epochs * run.epoch.steps, run.epoch.batch):
+            _epochs(run, ctrl_c)
     except Exception as error:
         if run.parallel is not None and run.parallel.size > 1:  # stop every rank, not just this one
             run.parallel.world.abort(f"training failed on this rank: {type(error).__name__}: {error}")
@@ -136,6 +121,28 @@ def fit(model, X, y, **options):
     if run.stopper is not None:
         history.best_epoch, history.stopped_epoch = run.stopper.best_epoch, run.stopper.stopped_epoch
     return history
+
+
+def _epochs(run, ctrl_c):
+    """The epochs of a fit, from on_train_begin to on_train_end."""
+    model, hooks, history, bar = run.model, run.hooks, run.history, run.bar
+    hooks.on_train_begin()
+    for epoch in range(run.first_epoch, run.epochs):
+        if ctrl_c.requested or model.stop_training:  # asked between epochs (or before the first)
+            break
+        hooks.on_epoch_begin(epoch)
+        logs = run.epoch(epoch, ctrl_c)
+        if logs is None:  # stopped within the epoch: its partial result is not logged
+            break
+        run.log(epoch, logs)
+        hooks.on_epoch_end(epoch, logs)
+    if ctrl_c.requested:
+        history.interrupted = True
+        bar.close()
+        bar.say(f"Interrupted (Ctrl-C) in epoch {run.epoch.epoch + 1}, after {run.epoch.done} of its "
+                f"{run.epoch.steps} steps: the weights are those of the last step; the history holds the "
+                f"{len(history.epoch)} epochs that finished")
+    hooks.on_train_end()
 
 
 class _Run:

@@ -1,6 +1,13 @@
 """Shared fixtures: every backend available here, and one tolerance table per dtype."""
+import os
+
 import numpy as np
 import pytest
+
+# The tests hold Numba's compiled kernels to the reference through short fits, which would
+# otherwise run NumPy's code (compiling does not pay for them): tests/test_compile_pays.py
+# tests that choice itself, with the variable unset.
+os.environ.setdefault("MLP_NUMBA_COMPILE", "on")
 
 from mlp.backends import names, unavailable_reason
 

@@ -16,6 +16,8 @@ SETTINGS = {
                   ["foo", "float16", "int32", "f8"]),
     "MLP_NUMBA_CROSSOVER": (config.numba_crossover, {"": None, "0": 0, "64": 64, " 8192 ": 8192},
                             ["abc", "-1", "1.5", "1e3", "+4"]),
+    "MLP_NUMBA_COMPILE": (config.numba_compile, {"": None, "1": True, "off": False, "ON": True},
+                          ["2", "auto", "always"]),
     "MLP_COLLECTIVE_TIMEOUT": (config.collective_timeout, {"": 300.0, "60": 60.0, "0.5": 0.5},
                                ["nan", "inf", "-inf", "0", "-1", "soon"]),
     "MLP_DEVICE": (config.device, {"": None, "0": 0, "3": 3}, ["-1", "gpu0", "1.0"]),

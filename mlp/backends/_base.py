@@ -9,6 +9,7 @@ Shapes: X (batch, n_in), W (n_out, n_in), b (n_out,), Z and A (batch, n_out).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import numpy as np
@@ -72,6 +73,17 @@ class Backend:
     def take_rows(self, X, index):
         """One batch: X[index], for a slice or an index array already on this backend."""
         return X[index]
+
+    def fitting(self, model, steps, batch):
+        """The context a fit of `steps` training steps of `batch` rows runs in (epochs x steps
+        per epoch, however early it stops, so that a resumed fit decides as the whole one did).
+        A compiling backend decides here whether compiling pays for this fit."""
+        return contextlib.nullcontext()
+
+    def inferring(self, model):
+        """The context `model`'s inference passes (predict, evaluate) run in: a compiling backend
+        runs them as `model`'s last fit on it ran."""
+        return contextlib.nullcontext()
 
     # --- whole-step takeovers (None: the model runs its layer-by-layer path) ------------
     def fused_train_step(self, model, batch, plan_batch=None, weighted=False):

@@ -16,6 +16,8 @@ Compiled code is cached on disk (MLP_CACHE_DIR, default ~/.cache/mlp/numba).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -37,6 +39,7 @@ from mlp.kernels import numba_elementwise as elementwise  # noqa: E402
 from mlp.kernels import numba_plan as plan_rules  # noqa: E402
 from mlp.kernels import numba_cpu as kernels  # noqa: E402
 from mlp.kernels import numba_update as update_code  # noqa: E402
+from mlp.kernels import numba_cost as cost  # noqa: E402
 
 SHIPPED_CROSSOVER = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
 
@@ -95,6 +98,32 @@ def _one_at_a_time(function):
     return call
 
 
+# This thread runs NumPy's reference code (`Backend.fitting`): a fit too short to win back
+# what compiling its kernels costs, or inference by a model such a fit trained.
+_REFERENCE = threading.local()
+
+
+@contextlib.contextmanager
+def _running_reference(on: bool):
+    before = getattr(_REFERENCE, "on", False)
+    _REFERENCE.on = on
+    try:
+        yield
+    finally:
+        _REFERENCE.on = before
+
+
+def _or_reference(name, compiled):
+    """Backend method `name`: `compiled` (which may compile), or NumPy's own where this thread
+    runs the reference code."""
+    reference = getattr(_NumpyBackend, name)
+
+    @functools.wraps(compiled)
+    def choose(self, *args, **kwargs):
+        return (reference if getattr(_REFERENCE, "on", False) else compiled)(self, *args, **kwargs)
+    return choose
+
+
 class Backend(_NumpyBackend):
     name = "numba"
 
@@ -117,6 +146,30 @@ class Backend(_NumpyBackend):
         self.crossover_override = config.numba_crossover()
         self._generated = {}
         self._plain_sgd_plan = SGD().plan()
+
+    # --- whether compiling pays ----------------------------------------------------------
+    def fitting(self, model, steps, batch):
+        """A fit runs compiled kernels only where its `steps` are expected to win back their
+        compilation (`compiling_pays`), else NumPy's reference code (the same weights as the numpy
+        backend's): decided from the settings alone, never from timing or from what the cache
+        holds, so the same fit gives the same weights, cold or warm. Inference afterwards runs as
+        the fit did (`inferring`)."""
+        reference = not self.compiling_pays(model, steps, batch)
+        model._kernel_cache["reference"] = reference
+        return _running_reference(reference)
+
+    def inferring(self, model):
+        return _running_reference(model._kernel_cache.get("reference", False))
+
+    def compiling_pays(self, model, steps, batch) -> bool:
+        """Whether `steps` training steps of `batch` rows save more than compiling costs (cold):
+        MLP_NUMBA_COMPILE decides where set; see `cost.compiling_pays`."""
+        setting = config.numba_compile()
+        if setting is not None:
+            return setting
+        if self._fusable(model, batch):
+            return cost.compiling_pays(model, steps, batch, "whole", plan_rules.step_plan(model, batch).split)
+        return cost.compiling_pays(model, steps, batch, "layers")
 
     # --- which path -----------------------------------------------------------------
     def crossover_for(self, n_weights: int, table=None) -> int:
@@ -313,6 +366,14 @@ class Backend(_NumpyBackend):
         plan = optimizer.update_plan
         states = [optimizer.arrays[name] for name in plan.state]
         self._update_kernel(plan, params.dtype)(params, grads, *states, *_scalars(optimizer, plan)())
+
+
+# Every override of a NumPy backend method may compile: each gives way to NumPy's own while this
+# thread runs the reference code (derived from the class, not a list that could miss one).
+for _name, _method in list(vars(Backend).items()):
+    if callable(_method) and not _name.startswith("_") and hasattr(_NumpyBackend, _name) \
+            and _name not in ("fitting", "inferring"):
+        setattr(Backend, _name, _or_reference(_name, _method))
 
 
 def _scalars(optimizer, plan):

@@ -440,8 +440,10 @@ def test_idx_damage(tmp_path, data):
 def kernel_cache(monkeypatch, tmp_path):
     """numba_cpu with MLP_CACHE_DIR at a fresh folder and nothing loaded or checked yet."""
     numba_cpu = pytest.importorskip("mlp.kernels.numba_cpu")
+    from mlp.kernels import cache
+
     monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(numba_cpu, "_folders", {})
+    monkeypatch.setattr(cache, "_folders", {})
     monkeypatch.setattr(numba_cpu, "_modules", {})
     return numba_cpu
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -31,22 +32,35 @@ from mlp.backends.numpy import Backend as _NumpyBackend
 from mlp.activations import derivative_inputs
 from mlp.optimizers import SGD
 
-numba = require("numba", "numba", "numba")
+if importlib.util.find_spec("numba") is None:  # (imported by the first kernel compiled: `_compiler`)
+    require("numba", "numba", "numba")
 
-from mlp.kernels import numba_codegen as codegen  # noqa: E402  (needs numba)
+from mlp.kernels import cache  # noqa: E402
+from mlp.kernels import numba_codegen as codegen  # noqa: E402
 from mlp.kernels import numba_batchnorm as batchnorm  # noqa: E402
 from mlp.kernels import numba_elementwise as elementwise  # noqa: E402
 from mlp.kernels import numba_plan as plan_rules  # noqa: E402
-from mlp.kernels import numba_cpu as kernels  # noqa: E402
 from mlp.kernels import numba_update as update_code  # noqa: E402
 from mlp.kernels import numba_cost as cost  # noqa: E402
+
+
+def _compiler():
+    """mlp.kernels.numba_cpu, which imports Numba (a quarter of a second here): imported by the first
+    kernel a process compiles or loads, never by a fit that runs NumPy's reference code."""
+    try:
+        from mlp.kernels import numba_cpu
+    except ImportError:
+        require("numba", "numba", "numba")  # an installed Numba that does not import: say so
+        raise
+    return numba_cpu
+
 
 SHIPPED_CROSSOVER = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
 
 
 def own_crossover_file() -> str:
     """Where `python -m mlp.kernels.numba_crossover` writes this machine's own table."""
-    return os.path.join(kernels.module_folder(), "numba_crossover.json")  # checked: private, ours
+    return os.path.join(cache.module_folder(), "numba_crossover.json")  # checked: private, ours
 
 
 def crossover_file() -> str:
@@ -223,7 +237,7 @@ class Backend(_NumpyBackend):
         optimizer = model.optimizer
         update = optimizer.update_plan
         plan = plan_rules.step_plan(model, plan_batch, weighted)
-        step = kernels.load(codegen.step_source(plan), "step", plan).step
+        step = _compiler().load(codegen.step_source(plan), "step", plan).step
         if plan.split:
             step = _one_at_a_time(step)
         work, output = plan_rules.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
@@ -259,7 +273,7 @@ class Backend(_NumpyBackend):
     def _forward(self, model, batch):
         plan = plan_rules.forward_plan(model, batch)
         layers, _, blocked, split = plan
-        forward = kernels.load(codegen.forward_source(*plan), "forward", plan).forward
+        forward = _compiler().load(codegen.forward_source(*plan), "forward", plan).forward
         if plan_rules.forward_is_parallel(layers, split):
             forward = _one_at_a_time(forward)
         work, _ = plan_rules.workspace(layers, batch, False, model.dtype, blocked)
@@ -270,7 +284,7 @@ class Backend(_NumpyBackend):
         key = (activation.name, tuple(activation.params.items()), dtype)  # str(dtype) takes 7.5 us: 4 calls a step
         if key not in self._generated:
             source = elementwise.elementwise_source(activation, str(dtype))
-            self._generated[key] = kernels.load(source, "elementwise", (activation, str(dtype)))
+            self._generated[key] = _compiler().load(source, "elementwise", (activation, str(dtype)))
         return self._generated[key]
 
     def dense_forward(self, X, W, b, activation):
@@ -297,7 +311,7 @@ class Backend(_NumpyBackend):
         key = ("batchnorm", activation.name, tuple(activation.params.items()), dtype)
         if key not in self._generated:
             source = batchnorm.batchnorm_source(activation, str(dtype))
-            self._generated[key] = kernels.load(source, "batchnorm", (activation, str(dtype)))
+            self._generated[key] = _compiler().load(source, "batchnorm", (activation, str(dtype)))
         return self._generated[key]
 
     def _step_array(self, owner, role, like):
@@ -345,17 +359,17 @@ class Backend(_NumpyBackend):
         shape = (dZ.shape[0], W.shape[1])
         dX = self.buffer(W, "dX", shape, dZ.dtype)
         dX = np.empty(shape, dZ.dtype) if dX is None else dX
-        kernels.outer_rows(np.ascontiguousarray(dZ), np.ascontiguousarray(W), dX)
+        _compiler().outer_rows(np.ascontiguousarray(dZ), np.ascontiguousarray(W), dX)
         return dX
 
     def square_norm(self, v):
-        return v.dtype.type(kernels.square_norm(np.ascontiguousarray(v)))
+        return v.dtype.type(_compiler().square_norm(np.ascontiguousarray(v)))
 
     def _update_kernel(self, plan, dtype):
         key = ("update", plan, dtype)
         if key not in self._generated:
             source = update_code.update_source(plan, str(dtype))
-            self._generated[key] = kernels.load(source, "update", (plan, str(dtype))).update
+            self._generated[key] = _compiler().load(source, "update", (plan, str(dtype))).update
         return self._generated[key]
 
     def plain_sgd(self, params, grads, lr):

@@ -112,6 +112,18 @@ def test_time_to_result_runs_a_job_in_a_fresh_process_and_tables_it(tmp_path):
     assert "| readme | numba | 1.00 s |" in text and "| 2.00 | - |" in text and "it broke" in text
 
 
+def test_time_to_result_tables_the_median_of_its_rounds():
+    from mlp.bench import jobs
+
+    results = [{"job": "tiny", "backend": backend, "cache": cache, "round": round_, "first_step": 0.1,
+                "total": total * (2 if backend == "numba" else 1)}
+               for round_, total in enumerate((1.0, 5.0, 2.0)) for backend in ("numpy", "numba")
+               for cache in jobs.CACHES]
+    text = jobs.table(results)
+    assert "| tiny | numpy | 0.10 s | 2.00 s |" in text and "| tiny | numba | 0.10 s | 4.00 s |" in text
+    assert "| 2.00 | 2.00 |" in text and "Medians of 3 round(s)" in text
+
+
 def test_mlp_bench_jobs_refuses_an_unknown_job_before_running_anything(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mlp", "bench", "--jobs", "readme,huge", "--out", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -164,7 +164,8 @@ def _time_to_result(args, backends):
     from mlp.bench import jobs, machine
 
     sampler = contention.Sampler().start()
-    results = jobs.run(args.jobs, backends, progress=None if args.quiet else print, threads=args.threads)
+    results = jobs.run(args.jobs, backends, progress=None if args.quiet else print, threads=args.threads,
+                       rounds=args.rounds)
     verdict = contention.summary([sampler.stop()])
     report = {"machine": machine.describe(threads=args.threads), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "contention": verdict, "jobs": results}

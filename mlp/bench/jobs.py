@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,9 @@ JOBS = {
                   1797, 30, 32, "digits"),
     "tiny": Job("tiny", "2-64-64-2 tanh, 2000 samples", (2, 64, 64, 2), "tanh", 2000, 20, 32),
     "mnist": Job("mnist", "784-512-512-10 relu, 4096 samples", (784, 512, 512, 10), "relu", 4096, 3, 128),
+    # long enough that compiling pays (mlp.kernels.numba_cost): the Numba backend compiles its kernels
+    "mnist-long": Job("mnist-long", "784-512-512-10 relu, 16384 samples", (784, 512, 512, 10), "relu",
+                      16384, 20, 128),
     "deep": Job("deep", "10 layers 32-64x9-10 relu, 4000 samples", (32,) + (64,) * 9 + (10,), "relu",
                 4000, 10, 32),
 }
@@ -98,26 +102,39 @@ def time_job(job: Job, backend: str, cache_dir: str, threads=None) -> dict:
     return {"first_step": child["first_step_at"] - started, "total": ended - started, "accuracy": child["accuracy"]}
 
 
-def run(job_names, backends, progress=print, threads=None) -> list:
+def run(job_names, backends, progress=print, threads=None, rounds=1) -> list:
     """Every job on every backend, cold then warm (each backend with a cache folder of its own,
-    made empty for the cold run). One dict per job, backend and cache."""
+    made empty for the cold run), `rounds` times, the backends interleaved within each round so
+    that every ratio compares runs made under the same conditions. One dict per job, backend,
+    cache and round."""
     results = []
-    for name in job_names:
-        for backend in backends:
-            with tempfile.TemporaryDirectory(prefix="mlp-jobs-") as cache_dir:
-                for cache in CACHES:
-                    timing = time_job(JOBS[name], backend, cache_dir, threads)
-                    results.append({"job": name, "backend": backend, "cache": cache, **timing})
-                    if progress:
-                        progress(f"{name} {backend} {cache}: " + (timing.get("error") or
-                                 f"first step {timing['first_step']:.2f} s, total {timing['total']:.2f} s"))
+    for round_ in range(rounds):
+        for name in job_names:
+            for backend in backends:
+                with tempfile.TemporaryDirectory(prefix="mlp-jobs-") as cache_dir:
+                    for cache in CACHES:
+                        timing = time_job(JOBS[name], backend, cache_dir, threads)
+                        results.append({"job": name, "backend": backend, "cache": cache, "round": round_, **timing})
+                        if progress:
+                            progress(f"{name} {backend} {cache}: " + (timing.get("error") or
+                                     f"first step {timing['first_step']:.2f} s, total {timing['total']:.2f} s"))
     return results
+
+
+def _median(rows, key):
+    values = [r[key] for r in rows if key in r]
+    return statistics.median(values) if values else None
 
 
 def table(results) -> str:
     """Markdown: one row per job and backend, cold and warm side by side, and the ratio of each
     backend's total to the first backend's (numpy when it ran)."""
-    cells = {(r["job"], r["backend"], r["cache"]): r for r in results}
+    cells = {}
+    for r in results:
+        cells.setdefault((r["job"], r["backend"], r["cache"]), []).append(r)
+    for key, rows in cells.items():  # the median over rounds; an error if any round failed
+        failed = [r for r in rows if "error" in r]
+        cells[key] = failed[0] if failed else {k: _median(rows, k) for k in ("first_step", "total")}
     backends = list(dict.fromkeys(r["backend"] for r in results))
     reference = "numpy" if "numpy" in backends else backends[0]
     lines = ["| job | backend | first step, cold | total, cold | first step, warm | total, warm | "
@@ -132,7 +149,9 @@ def table(results) -> str:
             lines.append(f"| {job} | {backend} | " + " | ".join(seconds + ratios) + " |")
     described = "\n".join(f"- {job.name}: {job.description}; {job.epochs} epochs, batch {job.batch_size}"
                           for job in JOBS.values() if job.name in {r["job"] for r in results})
-    return ("\n".join(lines) + "\n\nEach job runs in a fresh process: first step = seconds from starting the "
+    rounds = len({r.get("round", 0) for r in results})
+    return ("\n".join(lines) + f"\n\nMedians of {rounds} round(s), the backends interleaved in each. "
+            "Each job runs in a fresh process: first step = seconds from starting the "
             "process to the end of the fit's first training step (Python, imports, data, compiling); total = "
             "to the process's end (fit with a validation split and early stopping, then evaluate). Cold: an "
             "empty kernel cache (MLP_CACHE_DIR and NUMBA_CACHE_DIR); warm: the cache the cold run left.\n\n"

@@ -25,6 +25,7 @@ def auto(monkeypatch):
         return load(source, kind, plan)
 
     monkeypatch.setattr(numba_cpu, "load", recording_load)
+    monkeypatch.setattr(mlp.get_backend("numba"), "_generated", {})  # (kernels loaded by earlier tests)
     return loaded
 
 

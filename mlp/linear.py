@@ -72,6 +72,10 @@ def least_squares(X, D, bias=True):
         raise ValueError(f"X must be (n, n_in) with as many rows as D; got {X.shape} and {D.shape}")
     design = np.hstack([X, np.ones((X.shape[0], 1))]) if bias else X
     solution = np.linalg.lstsq(design, D, rcond=None)[0]  # (n_in [+1], n_out)
+    if not np.isfinite(solution).all():  # X tiny against D (a subnormal X: weights beyond float64)
+        raise ValueError("the least-squares weights overflow float64: X is too small against D "
+                         f"(largest |X| {np.abs(X).max():.3g}, largest |D| {np.abs(D).max():.3g}); scale X, "
+                         "e.g. with mlp.StandardScaler")
     W = solution[:X.shape[1]].T
     b = solution[X.shape[1]] if bias else np.zeros(D.shape[1])
     return W, b

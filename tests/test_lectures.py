@@ -120,3 +120,12 @@ def test_least_squares_solution():
     model = mlp.MLP([3, 2], dtype="float64")
     model.set_weights([(W, b)])
     np.testing.assert_allclose(model.predict(X), D, atol=1e-10)
+
+
+def test_least_squares_refuses_weights_beyond_float64():
+    """A subnormal X against D = 1 needs the weight 1 / 5e-324, about 2e323, beyond float64's 1.8e308
+    (the property test in test_properties drew it); scaled, the same problem solves."""
+    with pytest.raises(ValueError, match="overflow float64.*scale X"):
+        mlp.least_squares(np.array([[5e-324]]), np.array([1.0]), bias=False)
+    W, b = mlp.least_squares(np.array([[1.0]]), np.array([1.0]), bias=False)
+    assert W[0, 0] == pytest.approx(1.0) and b[0] == 0.0

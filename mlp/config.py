@@ -93,7 +93,8 @@ def numba_crossover() -> int | None:
 def numba_compile() -> bool | None:
     """MLP_NUMBA_COMPILE: whether a fit on the Numba backend runs compiled kernels: on (always, as
     `train_step` does), off (never: NumPy's reference code), or unset: when the fit's steps are
-    expected to win back the compilation (mlp.backends.numba, `Backend.compiling_pays`)."""
+    expected to win back the compilation (mlp.backends.numba, `Backend.compiling_pays`). Read
+    when the backend is made, as MLP_NUMBA_CROSSOVER is."""
     return tristate("MLP_NUMBA_COMPILE")
 
 

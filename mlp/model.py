@@ -443,9 +443,10 @@ class Sequential:
         """Compile, ahead of time, what the first training step (once compiled with a loss) and
         the first inference pass at each batch size would (default: fit's 32), without touching
         this model's weights or optimizer state: a copy runs them on zeros. Numba compiles per
-        architecture and batch-size range (seconds, then cached on disk), CuPy per kernel; what
-        `train_step` and inference run, and a Numba fit where compiling pays (or with
-        MLP_NUMBA_COMPILE=1: a shorter fit runs NumPy's code). Returns the seconds it took."""
+        architecture and batch-size range (seconds, then cached on disk), CuPy per kernel. On
+        Numba, `train_step` and inference run what it compiled; a fit runs it only where
+        compiling pays (or with MLP_NUMBA_COMPILE=1), a shorter one NumPy's code. Returns the
+        seconds it took."""
         sizes = [validation.positive_int(n, "batch size") for n in batch_sizes or (32,)]
         for n in sizes:
             self._check_warmup_size(n)

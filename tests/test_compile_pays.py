@@ -16,8 +16,9 @@ from mlp.kernels import numba_cpu  # noqa: E402
 
 @pytest.fixture
 def auto(monkeypatch):
-    """MLP_NUMBA_COMPILE unset (the tests set it on: conftest), and a record of what compiles."""
-    monkeypatch.delenv("MLP_NUMBA_COMPILE", raising=False)
+    """MLP_NUMBA_COMPILE unset (the tests set it on: conftest; the backend read it when made), and
+    a record of what compiles."""
+    monkeypatch.setattr(mlp.get_backend("numba"), "compile_setting", None)
     loaded, load = [], numba_cpu.load
 
     def recording_load(source, kind="module", plan=None):
@@ -69,6 +70,7 @@ def test_a_long_fit_compiles_and_the_choice_follows_the_estimate(auto, monkeypat
 @pytest.mark.parametrize("setting,compiles", [("on", True), ("off", False)])
 def test_mlp_numba_compile_decides_where_set(auto, monkeypatch, setting, compiles):
     monkeypatch.setenv("MLP_NUMBA_COMPILE", setting)
+    monkeypatch.setattr(mlp.get_backend("numba"), "compile_setting", numba_backend.Backend().compile_setting)
     model = _fit("numba", epochs=1)[0]
     assert model._kernel_cache["reference"] is not compiles and bool(auto) is compiles
     assert model.backend.compiling_pays(model, 10**9 if not compiles else 1, 16) is compiles

@@ -81,6 +81,15 @@ def test_numba_backend_reads_the_crossover_override_through_config(monkeypatch):
     assert numba_backend.Backend().crossover_for(10_000) == 16
 
 
+def test_numba_backend_refuses_a_bad_compile_setting_when_made_before_any_fit(monkeypatch):
+    numba_backend = pytest.importorskip("mlp.backends.numba", exc_type=ImportError)
+    monkeypatch.setenv("MLP_NUMBA_COMPILE", "maybe")
+    with pytest.raises(ConfigurationError, match="MLP_NUMBA_COMPILE='maybe'"):
+        numba_backend.Backend()
+    monkeypatch.setenv("MLP_NUMBA_COMPILE", "off")
+    assert numba_backend.Backend().compile_setting is False
+
+
 def test_keep_freed_memory_refuses_a_bad_value_before_tuning(monkeypatch):
     from mlp.backends import _memory
 

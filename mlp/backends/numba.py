@@ -44,6 +44,7 @@ from mlp.kernels import numba_update as update_code  # noqa: E402
 from mlp.kernels import numba_cost as cost  # noqa: E402
 
 
+@functools.cache
 def _compiler():
     """mlp.kernels.numba_cpu, which imports Numba (a quarter of a second here): imported by the first
     kernel a process compiles or loads, never by a fit that runs NumPy's reference code."""
@@ -117,9 +118,13 @@ def _one_at_a_time(function):
 _REFERENCE = threading.local()
 
 
+def _reference() -> bool:
+    return getattr(_REFERENCE, "on", False)
+
+
 @contextlib.contextmanager
 def _running_reference(on: bool):
-    before = getattr(_REFERENCE, "on", False)
+    before = _reference()
     _REFERENCE.on = on
     try:
         yield
@@ -134,7 +139,7 @@ def _or_reference(name, compiled):
 
     @functools.wraps(compiled)
     def choose(self, *args, **kwargs):
-        return (reference if getattr(_REFERENCE, "on", False) else compiled)(self, *args, **kwargs)
+        return (reference if _reference() else compiled)(self, *args, **kwargs)
     return choose
 
 
@@ -158,6 +163,7 @@ class Backend(_NumpyBackend):
                 _table(data, key, name) for key in ("by_width", "from_by_width", "inference_by_width",
                                                     "inference_from_by_width"))
         self.crossover_override = config.numba_crossover()
+        self.compile_setting = config.numba_compile()  # (read here: a bad value is refused before any fit)
         self._generated = {}
         self._plain_sgd_plan = SGD().plan()
 
@@ -178,9 +184,8 @@ class Backend(_NumpyBackend):
     def compiling_pays(self, model, steps, batch) -> bool:
         """Whether `steps` training steps of `batch` rows save more than compiling costs (cold):
         MLP_NUMBA_COMPILE decides where set; see `cost.compiling_pays`."""
-        setting = config.numba_compile()
-        if setting is not None:
-            return setting
+        if self.compile_setting is not None:
+            return self.compile_setting
         if self._fusable(model, batch):
             return cost.compiling_pays(model, steps, batch, "whole", plan_rules.step_plan(model, batch).split)
         return cost.compiling_pays(model, steps, batch, "layers")
@@ -225,6 +230,8 @@ class Backend(_NumpyBackend):
         Path and code are chosen for `plan_batch` (fit's batch_size) when given: an epoch's
         last, shorter batch then runs the module its full batches compiled, not a second
         one compiled mid-fit (seconds, cold), and a fit's results depend on its settings only."""
+        if _reference():  # (checked here, not by `_or_reference`: this runs on every step)
+            return None
         plan_batch = max(batch, plan_batch or 0)
         key = ("step", batch, plan_batch, id(model.optimizer), self.crossover_override, weighted)
         cache = model._kernel_cache
@@ -262,6 +269,8 @@ class Backend(_NumpyBackend):
         own measured crossover: the compiled forward pass runs on one core, the BLAS path's
         GEMMs on all (tiny, 2-64-64-1: the compiled pass 1.32x at batch 128, 0.85x at 512,
         where the compiled step still trains 1.48x faster)."""
+        if _reference():
+            return None
         # one per thread: a pass writes into its workspace, and threads may predict at once
         key = ("forward", batch, self.crossover_override, threading.get_ident())
         cache = model._kernel_cache
@@ -383,10 +392,13 @@ class Backend(_NumpyBackend):
 
 
 # Every override of a NumPy backend method may compile: each gives way to NumPy's own while this
-# thread runs the reference code (derived from the class, not a list that could miss one).
+# thread runs the reference code (derived from the class, not a list that could miss one), but for
+# those that decide it themselves: the contexts, and the whole-step takeovers, asked on every step
+# (NumPy's answer is None; a wrapper measured 0.9-1.6 us of a 6 us step, tiny at batch 1).
+_DECIDE_THEMSELVES = ("fitting", "inferring", "fused_train_step", "fused_forward")
 for _name, _method in list(vars(Backend).items()):
     if callable(_method) and not _name.startswith("_") and hasattr(_NumpyBackend, _name) \
-            and _name not in ("fitting", "inferring"):
+            and _name not in _DECIDE_THEMSELVES:
         setattr(Backend, _name, _or_reference(_name, _method))
 
 

@@ -17,6 +17,8 @@ the compile times about the most measured: a fit compiles only where it clearly 
 """
 from __future__ import annotations
 
+from mlp.kernels.numba_plan import n_weights
+
 REFERENCE_SECONDS_PER_LAYER = 25e-6  # NumPy's reference step: Python and small-array calls, per layer
 REFERENCE_FLOPS = 60e9  # ... and its products' rate, FLOP/s (measured steps: 94 us-8.5 ms)
 
@@ -36,8 +38,7 @@ SPLIT_COMPILE_FACTOR = 2.5
 
 def reference_step_seconds(model, batch) -> float:
     """A training step of `batch` rows on NumPy's reference code, estimated."""
-    weights = sum(layer.n_in * layer.n_out for layer in model.dense_layers)
-    return REFERENCE_SECONDS_PER_LAYER * len(model.layers) + 6 * batch * weights / REFERENCE_FLOPS
+    return REFERENCE_SECONDS_PER_LAYER * len(model.layers) + 6 * batch * n_weights(model) / REFERENCE_FLOPS
 
 
 def compile_seconds(model, path, split=False) -> float:

@@ -72,22 +72,23 @@ def test_collective_timeout_is_never_disabled_or_zero(monkeypatch):
     assert distributed.timeout_seconds() == 12.5 and math.isfinite(distributed.timeout_seconds())
 
 
-def test_numba_backend_reads_the_crossover_override_through_config(monkeypatch):
-    numba_backend = pytest.importorskip("mlp.backends.numba", exc_type=ImportError)
-    monkeypatch.setenv("MLP_NUMBA_CROSSOVER", "-1")
-    with pytest.raises(ConfigurationError, match="MLP_NUMBA_CROSSOVER='-1'"):
-        numba_backend.Backend()
-    monkeypatch.setenv("MLP_NUMBA_CROSSOVER", "16")
-    assert numba_backend.Backend().crossover_for(10_000) == 16
+# variable -> (a refused value, an accepted one, what the backend made with it then reads)
+NUMBA_BACKEND_SETTINGS = {
+    "MLP_NUMBA_CROSSOVER": ("-1", "16", lambda backend: backend.crossover_for(10_000) == 16),
+    "MLP_NUMBA_COMPILE": ("maybe", "off", lambda backend: backend.compile_setting is False),
+}
 
 
-def test_numba_backend_refuses_a_bad_compile_setting_when_made_before_any_fit(monkeypatch):
+@pytest.mark.parametrize("variable", NUMBA_BACKEND_SETTINGS)
+def test_numba_backend_reads_its_settings_through_config_when_made(monkeypatch, variable):
+    """Read when the backend is made, so a bad value is refused before any model or fit uses it."""
     numba_backend = pytest.importorskip("mlp.backends.numba", exc_type=ImportError)
-    monkeypatch.setenv("MLP_NUMBA_COMPILE", "maybe")
-    with pytest.raises(ConfigurationError, match="MLP_NUMBA_COMPILE='maybe'"):
+    refused, accepted, reads = NUMBA_BACKEND_SETTINGS[variable]
+    monkeypatch.setenv(variable, refused)
+    with pytest.raises(ConfigurationError, match=f"{variable}='{refused}'"):
         numba_backend.Backend()
-    monkeypatch.setenv("MLP_NUMBA_COMPILE", "off")
-    assert numba_backend.Backend().compile_setting is False
+    monkeypatch.setenv(variable, accepted)
+    assert reads(numba_backend.Backend())
 
 
 def test_keep_freed_memory_refuses_a_bad_value_before_tuning(monkeypatch):

@@ -358,8 +358,11 @@ class Sequential:
         return validation.targets(y, self.n_out, loss_name, n_samples, self.dtype)
 
     def _device_data(self, X, y, loss_name):
-        X = self._inputs(X)
-        Y = self._targets(y, loss_name, X.shape[0])
+        if self._preprocessing is None:
+            X, Y = validation.batch(X, y, self.n_in, self.n_out, loss_name, self.dtype)
+        else:
+            X = self._inputs(X)
+            Y = self._targets(y, loss_name, X.shape[0])
         return self.backend.asarray(X), self.backend.asarray(Y)
 
     def _infer(self, X):

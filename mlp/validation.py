@@ -14,13 +14,16 @@ def _sparse(values) -> bool:
 
 def as_numeric_array(values, name) -> np.ndarray:
     """`values` as a non-empty real (numeric or bool) NumPy array; finiteness is not checked."""
-    if _sparse(values):
+    if type(values) is np.ndarray:  # the common case, straight to the checks (train_step runs this per call)
+        array = values
+    elif _sparse(values):
         raise TypeError(f"{name} is a scipy sparse matrix; mlp trains on dense arrays: pass "
                         f"{name}.toarray() (mind the memory: rows x columns values)")
-    try:
-        array = np.asarray(values)
-    except Exception as error:  # ragged lists and the like
-        raise ValueError(f"{name} could not be turned into a numeric array: {error}") from None
+    else:
+        try:
+            array = np.asarray(values)
+        except Exception as error:  # ragged lists and the like
+            raise ValueError(f"{name} could not be turned into a numeric array: {error}") from None
     if array.dtype.kind == "c":
         raise ValueError(f"{name} must be real; got complex values")
     if array.dtype.kind not in "biuf":  # dtype.kind, not np.issubdtype: this runs on every train_step
@@ -30,11 +33,31 @@ def as_numeric_array(values, name) -> np.ndarray:
     return array
 
 
+TARGETS_IN_0_1 = ("binary_cross_entropy", "cross_entropy")  # losses whose targets are probabilities
+
+# Values up to which a check reads them in Python (tolist, then sum, min or max): for a batch of
+# a few values that is 0.3-0.5 us, where each NumPy reduction costs 1-2 us (train_step checks per call).
+IN_PYTHON_UP_TO = 64
+
+
+def all_finite(array) -> bool:
+    """Whether every value of `array` is finite. One sum decides, as any NaN or infinity makes it
+    NaN or infinite; only a sum that overflowed from finite values needs the element-wise test."""
+    if array.dtype.kind != "f":
+        return True
+    if array.size <= IN_PYTHON_UP_TO:
+        total = sum(array.ravel().tolist())
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(np.add.reduce(array, axis=None))
+    return math.isfinite(total) or bool(np.isfinite(array).all())
+
+
 def require_finite(array, name, source=None) -> np.ndarray:
     """`array` if every value is finite, else a ValueError naming the first bad index. With
     `source` (the values before a cast to `array`'s dtype), a value that was finite there and
     is not here is named as an overflow of the narrower type."""
-    if array.dtype.kind != "f" or np.isfinite(array).all():
+    if all_finite(array):
         return array
     index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
     if source is not None and np.isfinite(source[index]):
@@ -51,13 +74,16 @@ def as_finite_array(values, name) -> np.ndarray:
     return require_finite(as_numeric_array(values, name), name)
 
 
-def as_dtype(array, dtype, name) -> np.ndarray:
-    """`array` as a C-contiguous array of `dtype`, checked to be finite after the cast."""
+def as_dtype(array, dtype, name, finite=False) -> np.ndarray:
+    """`array` as a C-contiguous array of `dtype`, checked to be finite after the cast (`finite`:
+    the caller has checked `array`, so only a cast that may overflow is checked again)."""
     if array.dtype == dtype and array.flags.c_contiguous:
-        return require_finite(array, name)
+        return array if finite else require_finite(array, name)
     with np.errstate(over="ignore"):  # an overflow is named just below, as an error
         converted = np.ascontiguousarray(array, dtype=dtype)
-    return require_finite(converted, name, source=array if converted.dtype != array.dtype else None)
+    if converted.dtype == array.dtype or array.dtype.kind in "biu":  # (an integer is finite in every float type)
+        return converted if finite else require_finite(converted, name)
+    return require_finite(converted, name, source=array)
 
 
 def inputs(X, n_in, dtype) -> np.ndarray:
@@ -103,11 +129,36 @@ def targets(y, n_out, loss_name, n_samples, dtype) -> np.ndarray:
             f"y must have shape (batch, {n_out}) to match the output layer; got {y.shape}"
             + (" (for class labels use loss='cross_entropy' with a softmax output)" if n_out > 1 else "")
         )
-    if loss_name in ("binary_cross_entropy", "cross_entropy") and (y.min() < 0 or y.max() > 1):
-        raise ValueError(
-            f"{loss_name} targets must lie in [0, 1]; got values from {y.min()} to {y.max()}"
-        )
-    return as_dtype(y, dtype, "y")
+    if loss_name in TARGETS_IN_0_1:
+        low, high = _extremes(y.reshape(-1))
+        if low < 0 or high > 1:
+            raise ValueError(f"{loss_name} targets must lie in [0, 1]; got values from {low} to {high}")
+    return as_dtype(y, dtype, "y", finite=True)
+
+
+def batch(X, y, n_in, n_out, loss_name, dtype):
+    """(X, Y) checked as `inputs` and `targets` check them. A batch already shaped (batch, n_in) and
+    (batch, n_out) in the model's dtype takes a shortcut through the same value checks (finite, and
+    in [0, 1] for the cross-entropies): 1 us at batch 1, where the general path costs 3-5
+    (train_step checks every call). Anything else, or a check that fails, goes the general way,
+    which says what is wrong."""
+    if (type(X) is np.ndarray and type(y) is np.ndarray and X.dtype == dtype and y.dtype == dtype
+            and X.ndim == 2 and y.shape == (X.shape[0], n_out) and X.shape[1] == n_in and X.shape[0]
+            and X.flags.c_contiguous and y.flags.c_contiguous and _values_fit(X, y, loss_name)):
+        return X, y
+    X = inputs(X, n_in, dtype)
+    return X, targets(y, n_out, loss_name, X.shape[0], dtype)
+
+
+def _values_fit(X, y, loss_name) -> bool:
+    """Whether X and y (float arrays) are finite and, for a cross-entropy, y within [0, 1]."""
+    bounded = loss_name in TARGETS_IN_0_1
+    if X.size + y.size > IN_PYTHON_UP_TO:
+        return all_finite(X) and all_finite(y) and (not bounded or 0 <= y.min() and y.max() <= 1)
+    targets = y.ravel().tolist()
+    if not math.isfinite(sum(X.ravel().tolist()) + sum(targets)):
+        return False  # (or a sum of finite values overflowed: the general path tells which)
+    return not bounded or 0 <= min(targets) and max(targets) <= 1
 
 
 def numeric_dtype(value, name="dtype") -> np.dtype:
@@ -124,7 +175,7 @@ def numeric_dtype(value, name="dtype") -> np.dtype:
 def _extremes(labels):
     """(min, max) of a 1-D array: in Python for a batch's few labels, where NumPy's two
     reductions cost 2 us against 0.3 (train_step validates every call)."""
-    if labels.size <= 64:
+    if labels.size <= IN_PYTHON_UP_TO:
         values = labels.tolist()
         return min(values), max(values)
     return labels.min(), labels.max()

@@ -79,10 +79,11 @@ def as_dtype(array, dtype, name, finite=False) -> np.ndarray:
     the caller has checked `array`, so only a cast that may overflow is checked again)."""
     if array.dtype == dtype and array.flags.c_contiguous:
         return array if finite else require_finite(array, name)
+    if array.dtype.kind in "biu" or array.dtype.itemsize <= dtype.itemsize:  # a cast that cannot overflow
+        converted = np.ascontiguousarray(array, dtype=dtype)  # (integers fit float32's range, 3.4e38)
+        return converted if finite else require_finite(converted, name)
     with np.errstate(over="ignore"):  # an overflow is named just below, as an error
         converted = np.ascontiguousarray(array, dtype=dtype)
-    if converted.dtype == array.dtype or array.dtype.kind in "biu":  # (an integer is finite in every float type)
-        return converted if finite else require_finite(converted, name)
     return require_finite(converted, name, source=array)
 
 

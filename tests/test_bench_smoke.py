@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import mlp.bench as bench
+from mlp.bench import memory
 from mlp.bench.networks import NETWORKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +43,14 @@ def test_cli_writes_table_json_and_plot(tmp_path):
     for r in rows:
         assert r["samples_per_s"] > 0 and r["first_call_seconds"] > 0 and r["q1"] <= r["seconds"] <= r["q3"]
         assert 0 < r["fraction_of_peak"] < 1
+        if memory.host_measurable():  # (Linux with glibc, as CI)
+            assert isinstance(r["peak_memory_bytes"], int) and r["peak_memory_bytes"] >= 0
     backend_row = next(r for r in rows if r["implementation"] == "numpy")
     assert backend_row["ratio_best_reference"] > 0  # the naive step is the only reference here
     assert report["machine"]["cores"] and report["machine"]["command"].startswith("mlp bench")
     assert report["peak_gemm"]["numpy"]["flops"] > 1e8
     table = (tmp_path / "bench.md").read_text()
-    assert "| tiny | train | 4 | numpy |" in table and "x torch eager" in table
+    assert "| tiny | train | 4 | numpy |" in table and "x torch eager" in table and "peak memory MiB" in table
     if (tmp_path / "bench.png").exists():
         assert (tmp_path / "bench.png").stat().st_size > 1000
     assert "| tiny | train | 1 |" in result.stdout

@@ -9,11 +9,14 @@ import json
 import os
 import time
 
-from mlp.bench import contention, machine
-from mlp.bench.networks import LR, NETWORKS, Network, synthetic_data
+from mlp.bench import contention, machine, memory
+from mlp.bench.networks import LR, NETWORKS, PRIMER, Network, synthetic_data
 from mlp.bench.timing import SETTLE, measure, peak_gemm_flops, peak_repeat_time
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 2048, 8192)
+# What a case's first round reports whichever round was fastest: there every implementation builds
+# and compiles the case for the first time in its process, as a user's run does.
+FIRST_ROUND = ("first_call_seconds", "peak_memory_bytes", "peak_device_memory_bytes")
 
 
 def thread_limit(threads):
@@ -25,16 +28,20 @@ def thread_limit(threads):
     return threadpool_limits(limits=threads)
 
 
-def backend_step(backend_name, network: Network, batch, mode, dtype="float32", seed=0):
+def backend_step(backend_name, network: Network, batch, mode, dtype="float32", seed=0, footprint=None):
     """(step, synchronize, model) for one mlp backend: data made on the device once,
-    outside the timed region; step = one full training step or one inference pass."""
+    outside the timed region; step = one full training step or one inference pass.
+    `footprint` (memory.Peaks) starts once the data is in place, before the model is built."""
     import mlp
 
-    model = mlp.MLP(network.sizes, activation=network.activation, output=network.output,
-                    backend=backend_name, dtype=dtype, seed=seed, batch_norm=network.batch_norm)
-    model.compile(loss=network.loss, optimizer=mlp.SGD(lr=LR), metrics=[])
+    backend = mlp.get_backend(backend_name)
     X, Y = synthetic_data(network, batch, seed=seed, dtype=dtype)
-    X, Y = model.backend.asarray(X), model.backend.asarray(Y)
+    X, Y = backend.asarray(X), backend.asarray(Y)
+    if footprint is not None:
+        footprint.start()
+    model = mlp.MLP(network.sizes, activation=network.activation, output=network.output,
+                    backend=backend, dtype=dtype, seed=seed, batch_norm=network.batch_norm)
+    model.compile(loss=network.loss, optimizer=mlp.SGD(lr=LR), metrics=[])
     if mode == "train":
         def step():
             return model._train_batch(X, Y)[0]
@@ -78,7 +85,7 @@ def run(backends=("numpy",), networks=("mnist",), batch_sizes=DEFAULT_BATCH_SIZE
             if kept is None or ("error" in kept and "error" not in result):
                 best[key] = result
             elif "error" not in result and result["seconds"] < kept["seconds"]:
-                best[key] = {**result, "first_call_seconds": kept["first_call_seconds"]}  # the cold one
+                best[key] = {**result, **{field: kept.get(field) for field in FIRST_ROUND}}
         stretches.append(sampler.stop())
     bar.close()
     results = list(best.values())
@@ -98,6 +105,7 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
                threads, device, timing, peaks, bar):
     """Every case once: the mlp backends here, each reference in its own process. Yields
     results; GEMM peaks go into `peaks` (the highest seen)."""
+    import mlp
     from mlp.bench import references
 
     def keep_peak(name, peak):
@@ -108,12 +116,18 @@ def _one_round(backend_objects, cases, networks, batch_sizes, modes, dtype, refe
         for backend in backend_objects:
             flops, size = peak_gemm_flops(backend, dtype, min_repeat_time=peak_repeat_time(timing))
             keep_peak(backend.name, {"flops": flops, "n": size})
+        for backend in backend_objects:
+            for mode in modes:
+                step, sync, _ = backend_step(backend.name, PRIMER, 2, mode, dtype)
+                step(), sync()
         for backend_name, network, batch, mode in cases:
-            step, sync, model = backend_step(backend_name, network, batch, mode, dtype)
+            backend = mlp.get_backend(backend_name)
+            footprint = memory.Peaks(None if backend.on_host else memory.cupy_device_peak())
+            step, sync, model = backend_step(backend_name, network, batch, mode, dtype, footprint=footprint)
             time.sleep(SETTLE)  # the last case's BLAS threads asleep
-            result = measure(step, sync, **timing)
+            result = measure(step, sync, **timing, after_first_call=footprint.first_call_done)
             yield {"implementation": backend_name, "kind": "backend", "network": network.name,
-                   "sizes": list(network.sizes), "mode": mode, "batch": batch, **result}
+                   "sizes": list(network.sizes), "mode": mode, "batch": batch, **result, **footprint.result()}
             del step, model
             bar.update(1)
     for name in reference_names:
@@ -223,8 +237,19 @@ COLUMNS = {
     "ratio_best_reference": "x best ref: samples/s over the fastest framework reference (torch eager, "
                             "torch.compile, torch CUDA graphs, JAX jit; numpy-naive only when none of them ran), "
                             "named in best_reference, with [low-high] as above",
+    "peak_memory_bytes": "peak memory: how far the process's resident memory rose above what it was just before "
+                         "the model was built (data in place): the model, optimizer state, workspaces, what a step "
+                         "allocates, and what compiling keeps (not what it uses on the way: the high-water mark is "
+                         "reset after the first call); from the first round; '-' where the OS cannot tell (Linux "
+                         "and glibc only)",
+    "peak_device_memory_bytes": "device: the same for the GPU's used memory (total less free; pools and caching "
+                                "allocators emptied before the model is built, never shrinking after)",
     "rounds": "per round (its index in round): seconds (median), q1, q3 per call",
 }
+
+
+def mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
 
 
 def _ratio(value, interval, name=None) -> str:
@@ -234,11 +259,18 @@ def _ratio(value, interval, name=None) -> str:
     return f"{value:.2f}{spread}" + (f" {name}" if name else "")
 
 
+def _memory(row, device) -> str:
+    host = mib(row.get("peak_memory_bytes"))
+    return f"{host} / {mib(row.get('peak_device_memory_bytes'))}" if device else host
+
+
 def table(report) -> str:
     """A markdown table: one row per implementation, network, mode and batch size, then what
     each column means and whether the machine was shared while it ran."""
+    device = any(r.get("peak_device_memory_bytes") is not None for r in report["results"])
     lines = ["| network | mode | batch | implementation | samples/s | spread (IQR) | first call | "
-             "% GEMM peak | x torch eager | x best ref |", "|" + "---|" * 10]
+             "% GEMM peak | x torch eager | x best ref | peak memory MiB" + (" (host / device)" if device else "")
+             + " |", "|" + "---|" * 11]
     rows = [r for r in report["results"] if "error" not in r]
     rows.sort(key=lambda r: (r["network"], r["mode"], r["batch"], r["kind"], -r["samples_per_s"]))
     for r in rows:
@@ -250,7 +282,7 @@ def table(report) -> str:
         best = _ratio(r.get("ratio_best_reference"), r.get("ratio_best_reference_interval"), r.get("best_reference"))
         lines.append(f"| {r['network']} | {r['mode']} | {r['batch']} | {r['implementation']} | "
                      f"{si(r['samples_per_s'])} | {spread} | {r['first_call_seconds'] * 1e3:.1f} ms | {peak} | "
-                     f"{eager} | {best} |")
+                     f"{eager} | {best} | {_memory(r, device)} |")
     for r in report["results"]:
         if "error" in r:
             lines.append(f"\n{r['implementation']} on {r['network']} failed: {r['error']}")

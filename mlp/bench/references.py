@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from mlp.bench.networks import LR, Network, synthetic_data
+from mlp.bench import memory
+from mlp.bench.networks import LR, PRIMER, Network, synthetic_data
 from mlp.bench.timing import PEAK_SIZES, gemm_flops, measure, peak_repeat_time
 
 FRAMEWORKS = ("numpy-naive", "torch-eager", "torch-compile", "torch-cudagraph", "jax-jit")
@@ -276,13 +277,20 @@ def main(argv=None):
         print(json.dumps({"framework": args.framework, "peak_gemm": torch_peak(args.dtype, args.device,
                                                                                   peak_repeat_time(timing))}),
               flush=True)
+    X, Y = synthetic_data(PRIMER, 2, dtype=args.dtype)
+    for run in build(args.framework, PRIMER, X, Y, args.device):
+        run()
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         X, Y = synthetic_data(network, batch, dtype=args.dtype)
-        train, infer, sync = build(args.framework, network, X, Y, args.device)
-        for mode in args.modes.split(","):
-            result = measure(train if mode == "train" else infer, sync, **timing)
+        for mode in args.modes.split(","):  # a model per mode: each mode's memory is its own
+            on_gpu = args.device == "cuda" and args.framework.startswith("torch")  # (JAX takes 75% up front)
+            footprint = memory.Peaks(memory.torch_device_peak() if on_gpu else None).start()
+            train, infer, sync = build(args.framework, network, X, Y, args.device)
+            result = measure(train if mode == "train" else infer, sync, **timing,
+                             after_first_call=footprint.first_call_done)
             print(json.dumps({"framework": args.framework, "network": network.name, "mode": mode,
-                              "batch": batch, **result}), flush=True)
+                              "batch": batch, **result, **footprint.result()}), flush=True)
+            del train, infer
 
 
 if __name__ == "__main__":

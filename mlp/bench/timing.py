@@ -18,12 +18,16 @@ SETTLE = 0.2
 PEAK_SIZES = {"cpu": (512, 1024, 2048), "gpu": (2048, 4096, 8192)}
 
 
-def measure(step, synchronize, min_repeat_time=0.05, repeats=7, warmup=3, max_calls=100_000):
-    """Time `step()`. Returns seconds per call (median, q1, q3) and the first call's time."""
+def measure(step, synchronize, min_repeat_time=0.05, repeats=7, warmup=3, max_calls=100_000,
+            after_first_call=None):
+    """Time `step()`. Returns seconds per call (median, q1, q3) and the first call's time.
+    `after_first_call()`, if given, runs once the first call is done (untimed)."""
     started = time.perf_counter()
     step()
     synchronize()
     first_call = time.perf_counter() - started
+    if after_first_call is not None:
+        after_first_call()
     for _ in range(warmup):
         step()
     synchronize()

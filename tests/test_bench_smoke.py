@@ -66,7 +66,10 @@ def test_unknown_network_or_backend_is_a_clear_error():
 def test_flop_count_of_the_training_step():
     net = NETWORKS["mnist"]
     assert net.n_weights == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
-    assert net.flops(32, "train") == 6 * 32 * net.n_weights + 10 * 32 * (512 + 512 + 10)
+    # forward and weight gradients of every layer, deltas of the two upper ones (none for the inputs)
+    deltas = 512 * 512 + 512 + 512 * 10 + 10
+    assert net.flops(32, "train") == 4 * 32 * net.n_weights + 2 * 32 * deltas + 10 * 32 * (512 + 512 + 10)
+    assert net.flops(32, "infer") == 2 * 32 * net.n_weights + 3 * 32 * (512 + 512 + 10)
 
 
 def test_timing_reports_first_call_apart():

@@ -272,6 +272,9 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
+        # every batch size and mode compiles its own graph (a model each), the primer too: past
+        # dynamo's default of 8 a case would run eager, unsaid
+        torch._dynamo.config.recompile_limit = 64
     timing = json.loads(args.timing)
     if args.framework == "torch-eager":  # the framework's own GEMM peak, to compare with ours
         print(json.dumps({"framework": args.framework, "peak_gemm": torch_peak(args.dtype, args.device,

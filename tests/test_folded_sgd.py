@@ -107,3 +107,21 @@ def test_folded_steps_keep_a_fixed_set_of_buffers(rng):
     for _ in range(5):
         model.train_step(X, y)
     assert set(model.backend._buffers) == buffers
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_models_buffers_go_with_it(backend, rng):
+    """The backend keeps scratch buffers per layer between steps; once the model is gone, so are
+    they (a process that builds many models, a benchmark or a search, must not keep every one's)."""
+    import gc
+
+    if backend == "numba":
+        pytest.importorskip("numba")
+    kept = set(mlp.get_backend(backend)._buffers)
+    model = mlp.MLP([300, 256, 100, 3], output="softmax", backend=backend, seed=0)
+    model.compile(loss="cross_entropy", optimizer=mlp.SGD(lr=0.01), metrics=[])
+    model.train_step(rng.normal(size=(256, 300)), rng.integers(0, 3, size=256))
+    assert set(model.backend._buffers) - kept, "no buffer was kept: the test tests nothing"
+    del model
+    gc.collect()
+    assert set(mlp.get_backend(backend)._buffers) == kept

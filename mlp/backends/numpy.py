@@ -11,6 +11,7 @@ Two things differ from the base class:
 """
 import math
 import threading
+import weakref
 
 import numpy as np
 
@@ -36,6 +37,8 @@ class Backend(_Base):
             return None
         key = (id(owner), role, threading.get_ident())
         buffer = self._buffers.get(key)
+        if buffer is None:  # a new owner (a layer's W, ...): its buffers go when it does, with its model
+            weakref.finalize(owner, self._buffers.pop, key, None)
         if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
             buffer = self._buffers[key] = np.empty(shape, dtype)
         return buffer

@@ -95,6 +95,8 @@ class Dense(Layer):
             self.Z = None
         if self._product_only:  # (before a BatchNorm) no bias to add, nothing to apply: no pass over Z
             return backend.linear(X, self.W, None)
+        if not keep:
+            return backend.dense_inference(X, self.W, self.b, self.activation)
         return backend.dense_forward(X, self.W, self.b, self.activation)
 
     # dA (batch, n_out) -> dX (batch, n_in); writes dW, db. `fused`: dA is already dL/dZ.

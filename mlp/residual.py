@@ -83,7 +83,7 @@ class Residual(Layer):
             out = layer.forward(backend, out, keep) if isinstance(layer, Dense) else \
                 layer.forward(backend, out, training, keep)
             inputs.append(out)
-        S = out + (X if self.projection is None else self.projection.forward(backend, X))
+        S = out + (X if self.projection is None else self.projection.forward(backend, X, keep))
         A = backend.activate(S, self.activation)
         if keep:  # (an inference pass, from another thread too, leaves a training pass's state alone)
             self.kept = (inputs, S, A)

@@ -38,6 +38,15 @@ def test_forward_matches_reference(backend_name, dtype, hidden, batch, rng):
     assert_close(other.predict(X), reference.predict(X), dtype)
 
 
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_a_network_of_step_functions_predicts_as_the_reference_does(backend_name, batch, rng):
+    """The step function has no derivative: such a network is never trained, but it predicts
+    (the Numba backend's kernels had asked for the derivative and raised a TypeError)."""
+    reference, other = pair(backend_name, [6, 32, 4], "float64", activation="step", output="sigmoid")
+    X = rng.normal(size=(batch, 6))
+    assert_close(other.predict(X), reference.predict(X), "float64")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSS)

@@ -120,6 +120,11 @@ class Backend:
         """A = f(X W^T + b)."""
         return self.activate(self.linear(X, W, b), activation)
 
+    def dense_inference(self, X, W, b, activation):
+        """A = f(X W^T + b) where no backward pass follows: a backend may lay A out in another
+        order (the values are the same)."""
+        return self.dense_forward(X, W, b, activation)
+
     def dense_forward_keeping_input(self, X, W, b, activation):
         """(Z, A): the forward pass keeping Z = X W^T + b beside A = f(Z), for an activation
         whose derivative reads Z."""

@@ -297,7 +297,16 @@ class Backend(_NumpyBackend):
         return self._generated[key]
 
     def dense_forward(self, X, W, b, activation):
+        if activation.derivative is None:  # (the step function: inference only, NumPy's formula)
+            return super().dense_forward(X, W, b, activation)
         Z = X @ W.T
+        self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
+        return Z
+
+    def dense_inference(self, X, W, b, activation):
+        if not self._transposes(X, W) or activation.derivative is None:
+            return super().dense_inference(X, W, b, activation)
+        Z = np.matmul(W, X.T).T  # (see the NumPy backend's TRANSPOSE_FROM)
         self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
         return Z
 

@@ -43,6 +43,23 @@ class Backend(_Base):
             buffer = self._buffers[key] = np.empty(shape, dtype)
         return buffer
 
+    # Inference through a layer with at least this many outputs per row of the batch computes
+    # Z^T = W X^T: OpenBLAS then splits W's rows between its threads and packs the batch, not W.
+    # Measured (2 cores, float32, mnist 784-512-512-10, per-layer inference, transposed against
+    # not, one process): 2.3x at batch 8, 1.9x at 32, 1.7x at 128. Training keeps Z = X W^T:
+    # its backward pass over the transposed layout measured 0.6x at 32.
+    TRANSPOSE_FROM = 4
+
+    def _transposes(self, X, W) -> bool:
+        return X.shape[0] * self.TRANSPOSE_FROM <= W.shape[0]
+
+    def dense_inference(self, X, W, b, activation):
+        if not self._transposes(X, W):
+            return self.dense_forward(X, W, b, activation)
+        Z = np.matmul(W, X.T).T  # (batch, n_out), F-ordered: the next layer's product reads it as is
+        Z += b
+        return self.activate(Z, activation)
+
     # Fold from this many weights on: 784x512, 512x512 and 256x256 layers measured 1.03-3x
     # faster folded, 64x64 0.46-0.98x (the BLAS call's overhead; 128x128: 0.77-1.34x).
     FOLD_WEIGHTS = 1 << 16

@@ -79,7 +79,8 @@ def function_table(layers, loss, dtype, penalties=False, clip=False):
             forward = activation.float32_forward if dtype == "float32" and activation.float32_forward else \
                 activation.forward
             lines.append(compiled(forward, f"f_{name}", dtype))
-            lines.append(compiled(activation.derivative, f"g_{name}", dtype))
+            if activation.derivative is not None:  # (the step function: inference only, never trained)
+                lines.append(compiled(activation.derivative, f"g_{name}", dtype))
     if loss is not None:
         definition = losses.get(loss)
         lines.append(compiled(definition.term, "loss_term", dtype))

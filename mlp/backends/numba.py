@@ -304,11 +304,12 @@ class Backend(_NumpyBackend):
         return Z
 
     def dense_inference(self, X, W, b, activation):
-        if not self._transposes(X, W) or activation.derivative is None:
+        if not self._transposes(X, W) or not activation.elementwise or activation.derivative is None:
             return super().dense_inference(X, W, b, activation)
-        Z = np.matmul(W, X.T).T  # (see the NumPy backend's TRANSPOSE_FROM)
-        self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
-        return Z
+        Zt = np.matmul(W, X.T)  # (see the NumPy backend's TRANSPOSE_FROM)
+        # a pass in Zt's own order: bias_activation over the F-ordered Z strides, 0.86-0.94x NumPy's
+        self._kernels_for(activation, Zt.dtype).bias_activation_t(Zt, b)
+        return Zt.T
 
     def dense_forward_keeping_input(self, X, W, b, activation):
         Z = X @ W.T

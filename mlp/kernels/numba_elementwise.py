@@ -12,6 +12,8 @@ def elementwise_source(activation, dtype="float64") -> str:
     """Fused element-wise kernels of one Activation for the BLAS path:
     `bias_activation(Z, b)`: Z <- f(Z + b) in place;
     `bias_activation_keep(Z, b, A)`: Z <- Z + b, A <- f(Z) (activations whose derivative reads Z);
+    `bias_activation_t(Zt, b)`: the same as bias_activation on Z^T, one bias per row (inference
+    through a transposed product; element-wise activations only);
     `backward_bias(<Z and/or A, as declared>, dA, dZ, db)`: dZ <- f'(Z) dA and db <- column sums,
     in one pass."""
     from mlp.activations import derivative_inputs
@@ -40,7 +42,9 @@ def elementwise_source(activation, dtype="float64") -> str:
         ] + bias_sum
     else:
         forward = ["@_jit", "def bias_activation(Z, b):", "    n, m = Z.shape", "    for i in range(n):",
-                   "        for j in range(m):", f"            Z[i, j] = f_{layer.activation}(Z[i, j] + b[j]{args})"]
+                   "        for j in range(m):", f"            Z[i, j] = f_{layer.activation}(Z[i, j] + b[j]{args})",
+                   "", "", "@_jit", "def bias_activation_t(Zt, b):", "    m, n = Zt.shape", "    for j in range(m):",
+                   "        for i in range(n):", f"            Zt[j, i] = f_{layer.activation}(Zt[j, i] + b[j]{args})"]
         if layer.keeps_input:
             forward += ["", "", "@_jit", "def bias_activation_keep(Z, b, A):", "    n, m = Z.shape",
                         "    for i in range(n):", "        for j in range(m):", "            z = Z[i, j] + b[j]",

@@ -79,6 +79,7 @@ def as_dtype(array, dtype, name, finite=False) -> np.ndarray:
     the caller has checked `array`, so only a cast that may overflow is checked again)."""
     if array.dtype == dtype and array.flags.c_contiguous:
         return array if finite else require_finite(array, name)
+    dtype = np.dtype(dtype)  # (a type such as np.float64 is accepted too)
     if array.dtype.kind in "biu" or array.dtype.itemsize <= dtype.itemsize:  # a cast that cannot overflow
         converted = np.ascontiguousarray(array, dtype=dtype)  # (integers fit float32's range, 3.4e38)
         return converted if finite else require_finite(converted, name)

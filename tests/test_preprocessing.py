@@ -136,3 +136,19 @@ def test_fingerprint_tells_data_apart():
     assert fingerprint(X, np.arange(3)) != fingerprint(X + 1e-12, np.arange(3))
     assert fingerprint(X.reshape(2, 3)) != fingerprint(X)
     assert fingerprint(np.array(["a", "b"])) != fingerprint(np.array(["ab"]))
+
+
+@pytest.mark.parametrize("layout", ["float32", "float64, F-ordered", "int64"])
+def test_a_model_with_a_scaler_trains_and_predicts_on_inputs_of_any_float_type_and_order(layout):
+    """The scaler works in float64 (given as the type np.float64): X of another dtype or order
+    is cast on the way in (a cast check had read the type's itemsize as an int: TypeError)."""
+    X = np.random.default_rng(0).standard_normal((20, 4)) * 10
+    X = {"float32": X.astype(np.float32), "float64, F-ordered": np.asfortranarray(X),
+         "int64": X.astype(np.int64)}[layout]
+    y = np.arange(20) % 2
+    model = mlp.MLP([4, 8, 2], activation="relu", output="softmax", seed=0)
+    model.preprocessing = mlp.Preprocessing.from_scaler(mlp.StandardScaler().fit(X), None, None)
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    assert np.isfinite(float(model.train_step(X[:4], y[:4])))
+    assert model.predict(X).shape == (20, 2) and np.isfinite(model.predict(X)).all()

@@ -92,9 +92,17 @@ def _torch_activation(torch, name):
 
 
 # --- PyTorch ---------------------------------------------------------------------------
-def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
+def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False, on_data=lambda: None):
     import torch
 
+    X_t = torch.as_tensor(X, device=device)
+    if network.loss == "cross_entropy":
+        Y_t, loss_fn = torch.as_tensor(Y.argmax(axis=1), device=device), torch.nn.CrossEntropyLoss()
+    elif network.loss == "binary_cross_entropy":
+        Y_t, loss_fn = torch.as_tensor(Y, device=device), torch.nn.BCEWithLogitsLoss()
+    else:
+        Y_t, loss_fn = torch.as_tensor(Y, device=device), torch.nn.MSELoss()
+    on_data()
     dtype = getattr(torch, str(X.dtype))
     layers = []
     for i, (n_in, n_out) in enumerate(zip(network.sizes, network.sizes[1:])):
@@ -104,13 +112,6 @@ def torch_steps(network: Network, X, Y, device, compiled=False, graphed=False):
             layers += [torch.nn.BatchNorm1d(n_out)] if network.batch_norm else []
             layers.append(_torch_activation(torch, network.activation))
     model = torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
-    X_t = torch.as_tensor(X, device=device)
-    if network.loss == "cross_entropy":
-        Y_t, loss_fn = torch.as_tensor(Y.argmax(axis=1), device=device), torch.nn.CrossEntropyLoss()
-    elif network.loss == "binary_cross_entropy":
-        Y_t, loss_fn = torch.as_tensor(Y, device=device), torch.nn.BCEWithLogitsLoss()
-    else:
-        Y_t, loss_fn = torch.as_tensor(Y, device=device), torch.nn.MSELoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     final = {"softmax": lambda z: torch.softmax(z, 1), "sigmoid": torch.sigmoid}.get(network.output, lambda z: z)
 
@@ -155,10 +156,12 @@ def _cuda_graphed(step):
 
 
 # --- JAX -------------------------------------------------------------------------------
-def jax_steps(network: Network, X, Y):
+def jax_steps(network: Network, X, Y, on_data=lambda: None):
     import jax
     import jax.numpy as jnp
 
+    X_d, Y_d = jnp.asarray(X), jnp.asarray(Y)
+    on_data()
     rng = np.random.default_rng(0)
     params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / i), (o, i)).astype(X.dtype)), jnp.zeros(o, X.dtype))
               for i, o in zip(network.sizes, network.sizes[1:])]
@@ -185,7 +188,6 @@ def jax_steps(network: Network, X, Y):
 
     final = {"softmax": jax.nn.softmax, "sigmoid": jax.nn.sigmoid}.get(network.output, lambda z: z)
     infer_jit = jax.jit(lambda params, X: final(logits(params, X)))
-    X_d, Y_d = jnp.asarray(X), jnp.asarray(Y)
     state = {"params": params}
 
     def train():
@@ -217,16 +219,19 @@ def torch_peak(dtype, device, min_repeat_time):
     return best
 
 
-def build(framework, network, X, Y, device):
+def build(framework, network, X, Y, device, on_data=lambda: None):
+    """(train, infer, sync) of `framework`; `on_data()` runs once the data is where the framework
+    reads it (on the device, in its own arrays), before the model is built."""
     if framework == "numpy-naive":
+        on_data()
         return numpy_naive(network, X, Y)
     if framework in GPU_ONLY and device != "cuda":
         raise ValueError(f"{framework} needs --device cuda")
     if framework in ("torch-eager", "torch-compile", "torch-cudagraph"):
         return torch_steps(network, X, Y, device, compiled=framework == "torch-compile",
-                           graphed=framework == "torch-cudagraph")
+                           graphed=framework == "torch-cudagraph", on_data=on_data)
     if framework == "jax-jit":
-        return jax_steps(network, X, Y)
+        return jax_steps(network, X, Y, on_data)
     raise ValueError(f"unknown reference {framework!r}; known: {', '.join(FRAMEWORKS)}")
 
 
@@ -287,8 +292,8 @@ def main(argv=None):
         X, Y = synthetic_data(network, batch, dtype=args.dtype)
         for mode in args.modes.split(","):  # a model per mode: each mode's memory is its own
             on_gpu = args.device == "cuda" and args.framework.startswith("torch")  # (JAX takes 75% up front)
-            footprint = memory.Peaks(memory.torch_device_peak() if on_gpu else None).start()
-            train, infer, sync = build(args.framework, network, X, Y, args.device)
+            footprint = memory.Peaks(memory.torch_device_peak() if on_gpu else None)
+            train, infer, sync = build(args.framework, network, X, Y, args.device, on_data=footprint.start)
             result = measure(train if mode == "train" else infer, sync, **timing,
                              after_first_call=footprint.first_call_done)
             print(json.dumps({"framework": args.framework, "network": network.name, "mode": mode,

@@ -154,13 +154,12 @@ def batch(X, y, n_in, n_out, loss_name, dtype):
 
 def _values_fit(X, y, loss_name) -> bool:
     """Whether X and y (float arrays) are finite and, for a cross-entropy, y within [0, 1]."""
-    bounded = loss_name in TARGETS_IN_0_1
-    if X.size + y.size > IN_PYTHON_UP_TO:
-        return all_finite(X) and all_finite(y) and (not bounded or 0 <= y.min() and y.max() <= 1)
-    targets = y.ravel().tolist()
-    if not math.isfinite(sum(X.ravel().tolist()) + sum(targets)):
-        return False  # (or a sum of finite values overflowed: the general path tells which)
-    return not bounded or 0 <= min(targets) and max(targets) <= 1
+    if not (all_finite(X) and all_finite(y)):
+        return False
+    if loss_name not in TARGETS_IN_0_1:
+        return True
+    low, high = _extremes(y.reshape(-1))
+    return 0 <= low and high <= 1
 
 
 def numeric_dtype(value, name="dtype") -> np.dtype:

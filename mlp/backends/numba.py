@@ -297,14 +297,12 @@ class Backend(_NumpyBackend):
         return self._generated[key]
 
     def dense_forward(self, X, W, b, activation):
-        if activation.derivative is None:  # (the step function: inference only, NumPy's formula)
-            return super().dense_forward(X, W, b, activation)
         Z = X @ W.T
         self._kernels_for(activation, Z.dtype).bias_activation(Z, b)
         return Z
 
     def dense_inference(self, X, W, b, activation):
-        if not self._transposes(X, W) or not activation.elementwise or activation.derivative is None:
+        if not self._transposes(X, W) or not activation.elementwise:
             return super().dense_inference(X, W, b, activation)
         Zt = np.matmul(W, X.T)  # (see the NumPy backend's TRANSPOSE_FROM)
         # a pass in Zt's own order: bias_activation over the F-ordered Z strides, 0.86-0.94x NumPy's

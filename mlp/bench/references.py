@@ -288,10 +288,10 @@ def main(argv=None):
     X, Y = synthetic_data(PRIMER, 2, dtype=args.dtype)
     for run in build(args.framework, PRIMER, X, Y, args.device):
         run()
+    on_gpu = args.device == "cuda" and args.framework.startswith("torch")  # (JAX takes 75% up front)
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         X, Y = synthetic_data(network, batch, dtype=args.dtype)
         for mode in args.modes.split(","):  # a model per mode: each mode's memory is its own
-            on_gpu = args.device == "cuda" and args.framework.startswith("torch")  # (JAX takes 75% up front)
             footprint = memory.Peaks(memory.torch_device_peak() if on_gpu else None)
             train, infer, sync = build(args.framework, network, X, Y, args.device, on_data=footprint.start)
             result = measure(train if mode == "train" else infer, sync, **timing,

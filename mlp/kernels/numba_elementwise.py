@@ -54,4 +54,6 @@ def elementwise_source(activation, dtype="float64") -> str:
             f"            dZ[i, j] = {derivative_call(layer, 'Z[i, j]', 'A[i, j]', 'dA[i, j]')}",
         ] + bias_sum
     table = function_table([layer], None, dtype)
+    if activation.derivative is None:  # (the step function: inference only, never trained)
+        backward = []
     return "\n".join([HEADER, table, ""] + forward + ["", ""] + backward) + "\n"

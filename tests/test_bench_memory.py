@@ -94,3 +94,36 @@ def test_rounds_keep_the_first_rounds_memory_and_the_table_shows_it(monkeypatch)
     [row] = report["results"]
     assert row["seconds"] == 0.1 and row["peak_memory_bytes"] == 3 * MIB
     assert "peak memory MiB |" in bench.table(report) and "| 3.0 |" in bench.table(report)
+
+
+def test_a_reference_case_holds_nothing_of_the_last_one_at_its_baseline(monkeypatch, capsys):
+    """A reference's process runs its cases one after another: every object of a case (JAX's
+    synchronisation holds the parameters and the last output) must be gone before the next
+    case's baseline, or the next case reuses that memory without the resident size moving."""
+    import gc
+    import json
+    import weakref
+
+    from mlp.bench import references
+
+    class Held:  # stands for a case's parameters
+        pass
+
+    last_case, alive_at_baseline = [], []
+
+    def fake_build(framework, network, X, Y, device, on_data=lambda: None):
+        gc.collect()  # (what Peaks.start does first)
+        alive_at_baseline.append(any(case() is not None for case in last_case))
+        on_data()
+        held = Held()
+        last_case.append(weakref.ref(held))
+        return (lambda: held), (lambda: held), (lambda: held)
+
+    monkeypatch.setattr(references, "build", fake_build)
+    network = json.dumps({"name": "tiny", "sizes": [2, 4, 2], "activation": "tanh", "output": "softmax",
+                          "loss": "cross_entropy"})
+    timing = json.dumps({"min_repeat_time": 0.0, "repeats": 1, "warmup": 0})
+    references.main(["--framework", "numpy-naive", "--network", network, "--batch-sizes", "1,2",
+                     "--modes", "train,infer", "--timing", timing])
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert alive_at_baseline == [False] * 5, alive_at_baseline  # the primer, then four cases

@@ -286,19 +286,31 @@ def main(argv=None):
                                                                                   peak_repeat_time(timing))}),
               flush=True)
     X, Y = synthetic_data(PRIMER, 2, dtype=args.dtype)
-    for run in build(args.framework, PRIMER, X, Y, args.device):
-        run()
+    _prime(args.framework, X, Y, args.device)
     on_gpu = args.device == "cuda" and args.framework.startswith("torch")  # (JAX takes 75% up front)
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         X, Y = synthetic_data(network, batch, dtype=args.dtype)
         for mode in args.modes.split(","):  # a model per mode: each mode's memory is its own
-            footprint = memory.Peaks(memory.torch_device_peak() if on_gpu else None)
-            train, infer, sync = build(args.framework, network, X, Y, args.device, on_data=footprint.start)
-            result = measure(train if mode == "train" else infer, sync, **timing,
-                             after_first_call=footprint.first_call_done)
+            result = one_case(args.framework, network, X, Y, mode, args.device, timing, on_gpu)
             print(json.dumps({"framework": args.framework, "network": network.name, "mode": mode,
-                              "batch": batch, **result, **footprint.result()}), flush=True)
-            del train, infer
+                              "batch": batch, **result}), flush=True)
+
+
+def _prime(framework, X, Y, device):
+    for run in build(framework, PRIMER, X, Y, device):
+        run()
+
+
+def one_case(framework, network, X, Y, mode, device, timing, on_gpu=False) -> dict:
+    """Timing and peak memory of one mode of a fresh model. A function of its own: the model,
+    its steps and its synchronisation (JAX's holds the parameters and the last output) go on
+    return, before the next case's memory baseline, so that case cannot reuse their memory
+    unseen."""
+    footprint = memory.Peaks(memory.torch_device_peak() if on_gpu else None)
+    train, infer, sync = build(framework, network, X, Y, device, on_data=footprint.start)
+    result = measure(train if mode == "train" else infer, sync, **timing,
+                     after_first_call=footprint.first_call_done)
+    return {**result, **footprint.result()}
 
 
 if __name__ == "__main__":

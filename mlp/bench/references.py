@@ -160,7 +160,7 @@ def jax_steps(network: Network, X, Y, on_data=lambda: None):
     import jax
     import jax.numpy as jnp
 
-    X_d, Y_d = jnp.asarray(X), jnp.asarray(Y)
+    X_d, Y_d = jax.block_until_ready((jnp.asarray(X), jnp.asarray(Y)))  # copied (asynchronously) first
     on_data()
     rng = np.random.default_rng(0)
     params = [(jnp.asarray(rng.normal(0, np.sqrt(2 / i), (o, i)).astype(X.dtype)), jnp.zeros(o, X.dtype))

@@ -141,7 +141,7 @@ def targets(y, n_out, loss_name, n_samples, dtype) -> np.ndarray:
 def batch(X, y, n_in, n_out, loss_name, dtype):
     """(X, Y) checked as `inputs` and `targets` check them. A batch already shaped (batch, n_in) and
     (batch, n_out) in the model's dtype takes a shortcut through the same value checks (finite, and
-    in [0, 1] for the cross-entropies): 1 us at batch 1, where the general path costs 3-5
+    in [0, 1] for the cross-entropies): 1.2-1.6 us at batch 1, where the general path costs 3-5
     (train_step checks every call). Anything else, or a check that fails, goes the general way,
     which says what is wrong."""
     if (type(X) is np.ndarray and type(y) is np.ndarray and X.dtype == dtype and y.dtype == dtype
@@ -153,13 +153,21 @@ def batch(X, y, n_in, n_out, loss_name, dtype):
 
 
 def _values_fit(X, y, loss_name) -> bool:
-    """Whether X and y (float arrays) are finite and, for a cross-entropy, y within [0, 1]."""
-    if not (all_finite(X) and all_finite(y)):
+    """Whether X and y (float arrays) are finite and, for a cross-entropy, y within [0, 1]. A
+    batch of a few values is read once into Python lists, and one sum over both decides
+    finiteness as in `all_finite` (1.2-1.6 us for all of `batch` at batch 1, against 1.9-2.4
+    with a pass per array and per check); False, and the general path, for a sum that
+    overflowed from finite values."""
+    in_0_1 = loss_name in TARGETS_IN_0_1
+    if X.size + y.size > IN_PYTHON_UP_TO:
+        if not (all_finite(X) and all_finite(y)):
+            return False
+        low, high = _extremes(y.reshape(-1)) if in_0_1 else (0, 1)
+        return 0 <= low and high <= 1
+    targets = y.ravel().tolist()
+    if not math.isfinite(sum(X.ravel().tolist()) + sum(targets)):
         return False
-    if loss_name not in TARGETS_IN_0_1:
-        return True
-    low, high = _extremes(y.reshape(-1))
-    return 0 <= low and high <= 1
+    return not in_0_1 or (0 <= min(targets) and max(targets) <= 1)
 
 
 def numeric_dtype(value, name="dtype") -> np.dtype:

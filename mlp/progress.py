@@ -2,12 +2,19 @@
 one line per epoch. verbose=0 shows nothing and costs nothing."""
 from __future__ import annotations
 
+import functools
 import sys
 
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # tqdm is an optional extra
-    tqdm = None
+
+@functools.cache
+def _tqdm():
+    """tqdm's bar class, or None without tqdm (an optional extra). Imported on the first bar,
+    not with mlp: tqdm.auto brings asyncio, 25-55 ms of every `import mlp`."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 def format_logs(logs):
@@ -26,7 +33,8 @@ class Progress:
 
     def start_epoch(self, epoch):
         self.epoch = epoch
-        if self.verbose and tqdm is not None:
+        tqdm = _tqdm() if self.verbose else None
+        if tqdm is not None:
             self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}",
                             unit="batch", leave=self.verbose > 1 or epoch == self.epochs - 1,
                             file=sys.stderr, dynamic_ncols=True)

@@ -164,10 +164,10 @@ def _values_fit(X, y, loss_name) -> bool:
             return False
         low, high = _extremes(y.reshape(-1)) if in_0_1 else (0, 1)
         return 0 <= low and high <= 1
-    targets = y.ravel().tolist()
-    if not math.isfinite(sum(X.ravel().tolist()) + sum(targets)):
+    y_values = y.ravel().tolist()
+    if not math.isfinite(sum(X.ravel().tolist()) + sum(y_values)):
         return False
-    return not in_0_1 or (0 <= min(targets) and max(targets) <= 1)
+    return not in_0_1 or (0 <= min(y_values) and max(y_values) <= 1)
 
 
 def numeric_dtype(value, name="dtype") -> np.dtype:

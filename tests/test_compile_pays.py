@@ -116,3 +116,31 @@ def test_a_reference_fit_in_one_thread_leaves_another_threads_kernels_alone(auto
         thread.join()
         assert seen == [False]
     assert not getattr(numba_backend._REFERENCE, "on", False)
+
+
+def test_a_short_fit_in_a_fresh_process_imports_neither_numba_nor_the_generators():
+    """What a short script on the Numba backend pays beside NumPy's: neither Numba (a quarter of a
+    second) nor the source generators are imported, and `import mlp` leaves tqdm (and asyncio,
+    which tqdm.auto brings) until a fit shows a bar."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, numpy as np, mlp
+before_fit = [name for name in ("tqdm", "asyncio") if name in sys.modules]
+X = np.random.default_rng(0).normal(size=(64, 2)); y = (X[:, 0] > 0).astype(int)
+model = mlp.MLP([2, 8, 2], activation="tanh", output="softmax", backend="numba", seed=0)
+model.compile(loss="cross_entropy", optimizer="adam")
+model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+model.predict(X)
+heavy = ("numba", "mlp.kernels.numba_cpu", "mlp.kernels.numba_codegen", "mlp.kernels.numba_elementwise",
+         "mlp.kernels.numba_batchnorm")
+print(before_fit, [name for name in heavy if name in sys.modules])
+model.fit(X, y, epochs=1, batch_size=16, verbose=1)
+print("tqdm" in sys.modules)
+"""
+    env = {name: value for name, value in os.environ.items() if name != "MLP_NUMBA_COMPILE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[] []", "True"]

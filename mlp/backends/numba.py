@@ -23,6 +23,7 @@ import json
 import math
 import os
 import threading
+import types
 
 import numpy as np
 
@@ -36,11 +37,7 @@ if importlib.util.find_spec("numba") is None:  # (imported by the first kernel c
     require("numba", "numba", "numba")
 
 from mlp.kernels import cache  # noqa: E402
-from mlp.kernels import numba_codegen as codegen  # noqa: E402
-from mlp.kernels import numba_batchnorm as batchnorm  # noqa: E402
-from mlp.kernels import numba_elementwise as elementwise  # noqa: E402
 from mlp.kernels import numba_plan as plan_rules  # noqa: E402
-from mlp.kernels import numba_update as update_code  # noqa: E402
 from mlp.kernels import numba_cost as cost  # noqa: E402
 
 
@@ -56,7 +53,18 @@ def _compiler():
     return numba_cpu
 
 
-SHIPPED_CROSSOVER = os.path.join(os.path.dirname(codegen.__file__), "numba_crossover.json")
+@functools.cache
+def _sources():
+    """The source generators (mlp.kernels.numba_codegen and the per-layer kernels' modules; the
+    backend's import took 23 ms with them, 14-19 without): imported with the first kernel
+    generated, never by a fit that runs NumPy's reference code."""
+    from mlp.kernels import numba_batchnorm, numba_codegen, numba_elementwise, numba_update
+
+    return types.SimpleNamespace(codegen=numba_codegen, elementwise=numba_elementwise, batchnorm=numba_batchnorm,
+                                 update=numba_update)
+
+
+SHIPPED_CROSSOVER = os.path.join(os.path.dirname(plan_rules.__file__), "numba_crossover.json")
 
 
 def own_crossover_file() -> str:
@@ -244,7 +252,7 @@ class Backend(_NumpyBackend):
         optimizer = model.optimizer
         update = optimizer.update_plan
         plan = plan_rules.step_plan(model, plan_batch, weighted)
-        step = _compiler().load(codegen.step_source(plan), "step", plan).step
+        step = _compiler().load(_sources().codegen.step_source(plan), "step", plan).step
         if plan.split:
             step = _one_at_a_time(step)
         work, output = plan_rules.workspace(plan.layers, batch, True, model.dtype, plan.blocked)
@@ -282,7 +290,7 @@ class Backend(_NumpyBackend):
     def _forward(self, model, batch):
         plan = plan_rules.forward_plan(model, batch)
         layers, _, blocked, split = plan
-        forward = _compiler().load(codegen.forward_source(*plan), "forward", plan).forward
+        forward = _compiler().load(_sources().codegen.forward_source(*plan), "forward", plan).forward
         if plan_rules.forward_is_parallel(layers, split):
             forward = _one_at_a_time(forward)
         work, _ = plan_rules.workspace(layers, batch, False, model.dtype, blocked)
@@ -292,7 +300,7 @@ class Backend(_NumpyBackend):
     def _kernels_for(self, activation, dtype):
         key = (activation.name, tuple(activation.params.items()), dtype)  # str(dtype) takes 7.5 us: 4 calls a step
         if key not in self._generated:
-            source = elementwise.elementwise_source(activation, str(dtype))
+            source = _sources().elementwise.elementwise_source(activation, str(dtype))
             self._generated[key] = _compiler().load(source, "elementwise", (activation, str(dtype)))
         return self._generated[key]
 
@@ -327,7 +335,7 @@ class Backend(_NumpyBackend):
     def _batchnorm_kernels(self, activation, dtype):
         key = ("batchnorm", activation.name, tuple(activation.params.items()), dtype)
         if key not in self._generated:
-            source = batchnorm.batchnorm_source(activation, str(dtype))
+            source = _sources().batchnorm.batchnorm_source(activation, str(dtype))
             self._generated[key] = _compiler().load(source, "batchnorm", (activation, str(dtype)))
         return self._generated[key]
 
@@ -385,7 +393,7 @@ class Backend(_NumpyBackend):
     def _update_kernel(self, plan, dtype):
         key = ("update", plan, dtype)
         if key not in self._generated:
-            source = update_code.update_source(plan, str(dtype))
+            source = _sources().update.update_source(plan, str(dtype))
             self._generated[key] = _compiler().load(source, "update", (plan, str(dtype))).update
         return self._generated[key]
 

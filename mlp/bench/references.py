@@ -297,6 +297,8 @@ def main(argv=None):
 
 
 def _prime(framework, X, Y, device):
+    """One call of each of a 2-4-1 network's steps: the framework's own start-up, not charged to
+    the first case. In a function, so that nothing of it outlives the call."""
     for run in build(framework, PRIMER, X, Y, device):
         run()
 

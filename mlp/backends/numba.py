@@ -55,9 +55,10 @@ def _compiler():
 
 @functools.cache
 def _sources():
-    """The source generators (mlp.kernels.numba_codegen and the per-layer kernels' modules; the
-    backend's import took 23 ms with them, 14-19 without): imported with the first kernel
-    generated, never by a fit that runs NumPy's reference code."""
+    """The source generators (mlp.kernels.numba_codegen, the element-wise and BatchNorm kernels';
+    the update's comes with the plan rules): imported with the first kernel generated, never by
+    a fit that runs NumPy's reference code (the backend's import took 23 ms with them, 14-19
+    without)."""
     from mlp.kernels import numba_batchnorm, numba_codegen, numba_elementwise, numba_update
 
     return types.SimpleNamespace(codegen=numba_codegen, elementwise=numba_elementwise, batchnorm=numba_batchnorm,

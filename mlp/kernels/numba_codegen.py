@@ -452,7 +452,9 @@ def _layer_backward(plan, number):
     gradient D_l^T A_{l-1}: folded into W_l with plain SGD, else into dW (`grads`), both by
     the shared register-blocked `product`. Its register blocks run along the layer's inputs
     when it has at least GEMM_COLUMNS of them (or more inputs than units), else along its
-    units (a first layer of few inputs), through transposed views."""
+    units (a first layer of few inputs): A_{l-1}^T D_l into a C-ordered scratch, added into
+    the target transposed. The product then takes the layouts of every other call: writing
+    into the transposed target itself compiled a third layout of it (2 s cold per float type)."""
     layer = plan.layers[number - 1]
     src = "X" if number == 1 else f"A{number - 1}"
     lines = []
@@ -463,7 +465,11 @@ def _layer_backward(plan, number):
         lines.append(f"    {target}[:] = 0.0")
     if layer.n_in >= GEMM_COLUMNS or layer.n_in >= layer.n_out:
         return lines + [f"    _product({alpha}, D{number}.T, {src}, {target})"]
-    return lines + [f"    _product({alpha}, {src}.T, D{number}, {target}.T)"]
+    scratch = f"G{number}"  # (n_in, n_out)
+    return lines + [f"    {scratch} = np.zeros(({layer.n_in}, {layer.n_out}), dtype=params.dtype)",
+                    f"    _product(one, {src}.T, D{number}, {scratch})",
+                    f"    for o in range({layer.n_out}):", f"        for k in range({layer.n_in}):",
+                    f"            {target}[o, k] += {alpha} * {scratch}[k, o]"]
 
 
 def _flat_update(plan):

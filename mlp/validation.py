@@ -162,7 +162,9 @@ def _values_fit(X, y, loss_name) -> bool:
     if X.size + y.size > IN_PYTHON_UP_TO:
         if not (all_finite(X) and all_finite(y)):
             return False
-        low, high = _extremes(y.reshape(-1)) if in_0_1 else (0, 1)
+        if not in_0_1:
+            return True
+        low, high = _extremes(y.reshape(-1))
         return 0 <= low and high <= 1
     y_values = y.ravel().tolist()
     if not math.isfinite(sum(X.ravel().tolist()) + sum(y_values)):
